@@ -1,0 +1,64 @@
+# The course's commands. `make lab` and `make test` set everything up on first use.
+PY         ?= python3
+VENV       ?= .venv
+BIN        := $(abspath $(VENV))/bin
+# The torch build to install first. The default is the CPU wheel; e.g.
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"
+TORCH_SPEC ?= torch==2.13.0
+STAMP      := $(VENV)/.installed
+# nbgrader runs `alembic` through PATH: the environment's bin must come first.
+export PATH := $(BIN):$(PATH)
+export PYTHONHASHSEED := 0
+
+LAB         ?=
+SUBMISSIONS ?=
+OUT         ?= autograder/work/out
+NB          ?=
+PORT        ?= 8888
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test release references autograde check bench results lint strip clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=labs --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+release: $(STAMP)
+	$(BIN)/python -m autograder release
+
+references: $(STAMP)
+	$(BIN)/python -m autograder references
+
+autograde: $(STAMP)
+	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>]"; exit 2; }
+	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)"
+
+check: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make check NB=<path/to/notebook.ipynb>"; exit 2; }
+	$(BIN)/python -m autograder check "$(NB)"
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+results: $(STAMP)
+	$(BIN)/python -m autograder results
+
+lint: $(STAMP)
+	$(BIN)/ruff check course tests benchmarks autograder
+
+strip: $(STAMP)
+	$(BIN)/nbstripout --keep-id solutions/*/*.ipynb labs/*/*.ipynb
+
+clean:
+	rm -rf autograder/work .pytest_cache

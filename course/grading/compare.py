@@ -1,0 +1,163 @@
+"""Compare a student's result with a reference value, in plain Python, with precise messages.
+
+Everything a comparison needs is bound when this module is imported (before any student
+cell runs), so a notebook that later rebinds ``np.allclose``, ``torch.allclose``,
+``torch.Tensor.tolist`` or ``builtins.abs`` cannot change a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+_Tensor = torch.Tensor
+_ndarray = np.ndarray
+_generic = np.generic
+_tolist = torch.Tensor.tolist
+_detach = torch.Tensor.detach
+_cpu = torch.Tensor.cpu
+_reshape = torch.Tensor.reshape
+_np_tolist = np.ndarray.tolist
+_np_ravel = np.ravel
+_isnan = math.isnan
+_isinf = math.isinf
+_abs, _len, _isinstance, _float, _int, _range, _zip = abs, len, isinstance, float, int, range, zip
+_Integral, _Real = numbers.Integral, numbers.Real
+
+FLOAT_RTOL = 1e-5
+"""Relative tolerance between float results (float32 arithmetic in a different order)."""
+FLOAT_ATOL = 1e-7
+"""Absolute tolerance between float results."""
+
+
+class Mismatch(AssertionError):
+    """A result that differs from the reference; the message says where and how."""
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> str:
+    if not shape:
+        return "[]"
+    idx = []
+    for size in reversed(shape):
+        idx.append(flat % size)
+        flat //= size
+    return "[" + ", ".join(str(i) for i in reversed(idx)) + "]"
+
+
+def _fmt(value: Any) -> str:
+    if _isinstance(value, float):
+        return f"{value:.9g}"
+    return repr(value)
+
+
+def flatten(value: Any, what: str) -> tuple[list, tuple[int, ...], str]:
+    """Flat Python list, shape and kind ('int', 'float' or 'bool') of a tensor or array."""
+    if _isinstance(value, _Tensor):
+        t = _cpu(_detach(value))
+        if t.dtype == torch.bool:
+            kind = "bool"
+        elif t.dtype.is_floating_point:
+            kind = "float"
+        elif t.dtype.is_complex:
+            raise Mismatch(f"{what} is a complex tensor ({t.dtype}); expected real values")
+        else:
+            kind = "int"
+        return _tolist(_reshape(t, (-1,))), tuple(t.shape), kind
+    if _isinstance(value, (_ndarray, _generic)):
+        arr = np.asarray(value)
+        kinds = {"b": "bool", "i": "int", "u": "int", "f": "float"}
+        if arr.dtype.kind not in kinds:
+            raise Mismatch(f"{what} is a numpy array of dtype {arr.dtype}; expected numbers")
+        return _np_tolist(_np_ravel(arr)), tuple(arr.shape), kinds[arr.dtype.kind]
+    raise Mismatch(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def close(got: float, expected: float, rtol: float, atol: float) -> bool:
+    """``|got - expected| <= atol + rtol * |expected|``; inf equals inf of the same sign."""
+    if _isnan(expected):
+        return _isnan(got)
+    if _isinf(expected) or _isinf(got):
+        return got == expected
+    if _isnan(got):
+        return False
+    return _abs(got - expected) <= atol + rtol * _abs(expected)
+
+
+def to_real(value: Any, what: str) -> float:
+    """A Python float from a number, numpy scalar or one-element tensor."""
+    if _isinstance(value, bool):
+        raise Mismatch(f"{what} must be a number, got bool {value!r}")
+    if _isinstance(value, (_Tensor, _ndarray, _generic)):
+        flat, shape, _ = flatten(value, what)
+        if _len(flat) != 1:
+            raise Mismatch(f"{what} must be a single number, got shape {list(shape)}")
+        value = flat[0]
+    if not _isinstance(value, _Real):
+        raise Mismatch(f"{what} must be a number, got {type(value).__name__}")
+    return _float(value)
+
+
+def to_int(value: Any, what: str) -> int:
+    """A Python int from an integer-valued number, numpy scalar or one-element tensor."""
+    number = to_real(value, what)
+    if not math.isfinite(number) or number != _int(number):
+        raise Mismatch(f"{what} must be an integer, got {_fmt(number)}")
+    return _int(number)
+
+
+def compare_tensor(
+    got: Any,
+    expected: torch.Tensor,
+    what: str,
+    alternatives: list[torch.Tensor] = (),
+    notes: dict[str, str] | None = None,
+    integer: bool = False,
+    rtol: float = FLOAT_RTOL,
+    atol: float = FLOAT_ATOL,
+) -> None:
+    """Raise :class:`Mismatch` unless ``got`` matches ``expected`` element by element.
+
+    ``integer``: ``got`` must have an integer dtype (any width, signed or not) and equal
+    values; otherwise a floating dtype and values within ``atol + rtol * |expected|``.
+    An element also passes when it matches the same element of any of ``alternatives``
+    (results of other valid implementations, e.g. where float rounding meets a tie).
+    ``notes`` maps a flat index to an explanation added to the message for that element.
+    """
+    values, shape, kind = flatten(got, what)
+    exp_values, exp_shape, _ = flatten(expected, "reference")
+    if shape != exp_shape:
+        raise Mismatch(f"{what} has shape {list(shape)}, expected {list(exp_shape)}")
+    if integer and kind != "int":
+        dtype = getattr(got, "dtype", kind)
+        raise Mismatch(f"{what} has dtype {dtype}; integer codes need an integer dtype "
+                       "(e.g. .to(torch.int32) after rounding and clamping)")
+    if not integer and kind != "float":
+        dtype = getattr(got, "dtype", kind)
+        raise Mismatch(f"{what} has dtype {dtype}; expected floating-point values "
+                       "(e.g. torch.float32)")
+    alt_values = [flatten(a, "alternative")[0] for a in alternatives]
+    bad = []
+    for i in _range(_len(values)):
+        g, e = values[i], exp_values[i]
+        candidates = [e] + [alt[i] for alt in alt_values]
+        if integer:
+            ok = any(g == c for c in candidates)
+        else:
+            ok = any(close(_float(g), _float(c), rtol, atol) for c in candidates)
+        if not ok:
+            bad.append(i)
+    if not bad:
+        return
+    i = bad[0]
+    message = (f"{what}: element {_index(i, shape)}: expected {_fmt(exp_values[i])}, "
+               f"got {_fmt(values[i])}")
+    note = (notes or {}).get(str(i))
+    if note:
+        message += f" — {note}"
+    if _len(bad) > 1:
+        message += f" ({_len(bad)} of {_len(values)} elements differ)"
+    raise Mismatch(message)

@@ -1,0 +1,48 @@
+"""Small, fully deterministic models that reference cases name instead of storing."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+
+def _conv_linear() -> nn.Module:
+    # input [B, 2, 4, 4] -> conv 3x3 -> [B, 3, 2, 2] -> 12 features -> 4 classes
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(12, 4),
+    )
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3),
+    )
+
+
+BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp}
+"""Model names a reference case may use."""
+
+
+def build(name: str, seed: int) -> nn.Module:
+    """Model ``name`` with every parameter and batch-norm statistic drawn from ``seed``.
+
+    Values come from Python's ``random.Random(seed)`` (identical on every machine), rounded
+    to float32; batch-norm running statistics are set away from their defaults so that a
+    change to them is visible.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"unknown fixture model {name!r}; known: {sorted(BUILDERS)}")
+    rng = random.Random(seed)
+    model = BUILDERS[name]()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                tensor.fill_(rng.randrange(1, 100))
+                continue
+            low, high = (0.5, 2.0) if key.endswith("running_var") else (-1.0, 1.0)
+            values = [rng.uniform(low, high) for _ in range(tensor.numel())]
+            tensor.copy_(torch.tensor(values, dtype=torch.float64).reshape(tensor.shape))
+    return model.eval()

@@ -1,0 +1,249 @@
+"""The labs' matplotlib figures: SQNR and accuracy vs bits, weight histograms, bar charts.
+
+Each function builds and returns a ``matplotlib.figure.Figure`` without touching pyplot's
+global state and never calls ``plt.show``: in a notebook, leave the figure as the cell's
+last expression (or ``IPython.display.display(fig)``); in a script, ``fig.savefig(path)``.
+
+>>> fig = plot_bars(["fp32", "int8"], [4.0, 1.0], ylabel="latency (ms)")
+>>> len(fig.axes[0].patches)
+2
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+FIGSIZE = (6.4, 4.0)
+"""Width and height (inches) of every figure."""
+
+RULE_DB_PER_BIT = 6.02
+"""Each bit of a uniform quantizer adds 20 log10(2) ~ 6.02 dB of SQNR."""
+
+HISTOGRAM_BINS = 100
+LEVEL_COLOR = "tab:red"
+REFERENCE_COLOR = "0.4"
+
+
+def _figure() -> tuple[Figure, Any]:
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _check_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _numbers(values: Any, name: str, allow_missing: bool = False) -> np.ndarray:
+    """A 1-D float array from a sequence of numbers (``None`` -> NaN when allowed)."""
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if v is None and allow_missing:
+            out.append(math.nan)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}[{i}] must be a number, got {type(v).__name__}")
+        out.append(float(v))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _scalar(value: Any, name: str) -> float:
+    """A finite float from a number or a one-element tensor/array."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if (value.numel() if isinstance(value, torch.Tensor) else value.size) != 1:
+            raise ValueError(f"{name} must be a single number")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _series(by_label: Any, name: str, length: int, allow_missing: bool = False
+            ) -> dict[str, np.ndarray]:
+    if not isinstance(by_label, Mapping):
+        raise TypeError(f"{name} must be a dict of label -> list of numbers, "
+                        f"got {type(by_label).__name__}")
+    out = {}
+    for label, values in by_label.items():
+        _check_str(label, f"{name} key")
+        arr = _numbers(values, f"{name}[{label!r}]", allow_missing)
+        if arr.shape[0] != length:
+            raise ValueError(f"{name}[{label!r}] has {arr.shape[0]} values, expected {length} "
+                             "(one per bit width)")
+        out[label] = arr
+    return out
+
+
+def plot_sqnr_vs_bits(bits: Sequence[int], sqnr_by_label: Mapping[str, Sequence[float]],
+                      rule_db_per_bit: float = RULE_DB_PER_BIT) -> Figure:
+    """Measured SQNR (dB) against bit width, one line per label, and the dB-per-bit rule.
+
+    ``bits``: the bit widths (x axis); ``sqnr_by_label``: label -> one SQNR per bit width
+    (``inf`` values, from lossless cases, are left out of the line). The rule is a dashed
+    line of slope ``rule_db_per_bit`` through the median offset of the measured points, so
+    slopes can be compared by eye. Lines: one per label, then the rule.
+
+    >>> fig = plot_sqnr_vs_bits([2, 4, 8], {"uniform": [12.0, 24.1, 48.2]})
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['uniform', '6.02 dB/bit rule']
+    """
+    x = _numbers(bits, "bits")
+    if x.size == 0:
+        raise ValueError("bits must not be empty")
+    series = _series(sqnr_by_label, "sqnr_by_label", x.size)
+    rule_db_per_bit = _scalar(rule_db_per_bit, "rule_db_per_bit")
+    fig, ax = _figure()
+    offsets = []
+    for label, y in series.items():
+        y = np.where(np.isfinite(y), y, np.nan)
+        ax.plot(x, y, marker="o", label=label)
+        offsets.extend((y - rule_db_per_bit * x)[np.isfinite(y)])
+    offset = float(np.median(offsets)) if offsets else 0.0
+    ax.plot(x, rule_db_per_bit * x + offset, linestyle="--", color=REFERENCE_COLOR,
+            label=f"{rule_db_per_bit:g} dB/bit rule")
+    ax.set_xlabel("bits")
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_xticks(x)
+    ax.set_title("Signal-to-quantization-noise ratio vs bit width")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_accuracy_vs_bits(bits_labels: Sequence[Any], accuracies: Mapping[str, Sequence[float]],
+                          float_accuracy: float,
+                          reference: Mapping[str, Any] | None = None) -> Figure:
+    """Accuracy against bit width, one line per method, with the float model as a line.
+
+    ``bits_labels``: the x positions' labels in order (``[8, 6, 4, 3, 2, 1]`` or strings);
+    ``accuracies``: method -> one accuracy in [0, 1] per bit width (``None`` = not run);
+    ``float_accuracy``: the float model's accuracy, drawn as a horizontal dotted line;
+    ``reference``: optional published figures drawn as star markers, label -> a list
+    aligned with ``bits_labels`` (``None`` where missing) or a dict bits label -> accuracy.
+    Lines, in order: one per method, the float line, one per reference label.
+
+    >>> fig = plot_accuracy_vs_bits([8, 4, 1], {"direct": [0.97, 0.95, 0.52]}, 0.9776,
+    ...                             reference={"lecture": {1: 0.5178}})
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['direct', 'float 97.8%', 'lecture']
+    """
+    if isinstance(bits_labels, (str, bytes)) or not isinstance(bits_labels, Sequence):
+        raise TypeError(f"bits_labels must be a sequence, got {type(bits_labels).__name__}")
+    ticks = [str(b) for b in bits_labels]
+    if not ticks:
+        raise ValueError("bits_labels must not be empty")
+    x = np.arange(len(ticks), dtype=np.float64)
+    series = _series(accuracies, "accuracies", len(ticks), allow_missing=True)
+    float_acc = np.array([_scalar(float_accuracy, "float_accuracy")])
+    refs: dict[str, np.ndarray] = {}
+    if reference is not None:
+        if not isinstance(reference, Mapping):
+            raise TypeError(f"reference must be a dict or None, got {type(reference).__name__}")
+        for label, values in reference.items():
+            if isinstance(values, Mapping):
+                unknown = [k for k in values if str(k) not in ticks]
+                if unknown:
+                    raise ValueError(f"reference[{label!r}] has bit widths {unknown} that are "
+                                     f"not in bits_labels {ticks}")
+                by_tick = {str(k): v for k, v in values.items()}
+                values = [by_tick.get(t) for t in ticks]
+            refs.update(_series({label: values}, "reference", len(ticks), allow_missing=True))
+    for name, arr in [*series.items(), *refs.items(), ("float", float_acc)]:
+        finite = arr[np.isfinite(arr)]
+        if ((finite < 0) | (finite > 1)).any():
+            raise ValueError(f"accuracies must be fractions in [0, 1]; {name!r} has "
+                             f"{finite[(finite < 0) | (finite > 1)].tolist()}")
+    fig, ax = _figure()
+    for label, y in series.items():
+        ax.plot(x, y, marker="o", label=label)
+    ax.axhline(float_acc[0], linestyle=":", color="k", label=f"float {float_acc[0]:.1%}")
+    for label, y in refs.items():
+        ax.plot(x, y, linestyle="none", marker="*", markersize=12, label=label)
+    ax.set_xticks(x, ticks)
+    ax.set_xlabel("bits")
+    ax.set_ylabel("accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_title("Accuracy vs bit width")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_histogram_with_levels(w: torch.Tensor | np.ndarray, levels: Any = None,
+                               title: str = "") -> Figure:
+    """Histogram of the values of ``w`` (any shape, flattened) and, when given, the
+    quantization ``levels`` (values a quantized weight can take) as vertical lines.
+
+    Lines: one per level; bars: ``HISTOGRAM_BINS`` patches.
+
+    >>> fig = plot_histogram_with_levels(torch.randn(1000), levels=[-1.0, 0.0, 1.0])
+    >>> len(fig.axes[0].lines)
+    3
+    """
+    if isinstance(w, torch.Tensor):
+        values = w.detach().cpu()
+        values = values.dequantize() if values.is_quantized else values
+        values = values.to(torch.float64).flatten().numpy()
+    elif isinstance(w, np.ndarray):
+        values = np.asarray(w, dtype=np.float64).ravel()
+    else:
+        raise TypeError(f"w must be a torch.Tensor or numpy.ndarray, got {type(w).__name__}")
+    if values.size == 0:
+        raise ValueError("w must not be empty")
+    if not np.isfinite(values).all():
+        raise ValueError("w contains NaN or infinite values")
+    lv = None if levels is None else _numbers(levels, "levels")
+    _check_str(title, "title")
+    fig, ax = _figure()
+    ax.hist(values, bins=HISTOGRAM_BINS, color="tab:blue", alpha=0.8)
+    if lv is not None:
+        for i, level in enumerate(np.unique(lv)):
+            ax.axvline(level, color=LEVEL_COLOR, linewidth=0.8, alpha=0.7,
+                       label="quantization levels" if i == 0 else None)
+        if lv.size:
+            ax.legend()
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    return fig
+
+
+def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str,
+              title: str = "") -> Figure:
+    """A bar chart, each bar annotated with its value (e.g. latency per method).
+
+    >>> fig = plot_bars(["fp32", "int8", "binary"], [10.0, 2.5, 0.8], "latency (ms)")
+    >>> [float(p.get_height()) for p in fig.axes[0].patches]
+    [10.0, 2.5, 0.8]
+    """
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a sequence of str, got {type(labels).__name__}")
+    names = [_check_str(label, "labels[i]") for label in labels]
+    heights = _numbers(values, "values")
+    if len(names) != heights.size:
+        raise ValueError(f"labels and values must have the same length, got {len(names)} "
+                         f"and {heights.size}")
+    if not names:
+        raise ValueError("labels must not be empty")
+    _check_str(ylabel, "ylabel")
+    _check_str(title, "title")
+    fig, ax = _figure()
+    bars = ax.bar(names, heights, color="tab:blue")
+    ax.bar_label(bars, fmt="%.3g")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,42 @@
+"""Quantization primitives and the methods of the lecture, one module each.
+
+* :mod:`course.quant.affine` — qrange, qparams, quantize / dequantize / fake-quantize.
+* :mod:`course.quant.binary` — the sign quantizer (sign(0) = +1, alpha = mean|w|).
+* :mod:`course.quant.direct` — direct quantization of a trained model's weights.
+"""
+
+from course.measure import sqnr_db
+from course.quant.affine import (
+    EPS,
+    affine_qparams,
+    code_dtype,
+    dequantize,
+    fake_quantize,
+    fake_quantize_per_channel,
+    per_channel_scale,
+    qrange,
+    quantize,
+    symmetric_scale,
+)
+from course.quant.binary import binarize, binary_scale, sign
+from course.quant.direct import QUANTIZED_LAYERS, direct_quantize, quantize_weights
+
+__all__ = [
+    "EPS",
+    "QUANTIZED_LAYERS",
+    "affine_qparams",
+    "binarize",
+    "binary_scale",
+    "code_dtype",
+    "dequantize",
+    "direct_quantize",
+    "fake_quantize",
+    "fake_quantize_per_channel",
+    "per_channel_scale",
+    "qrange",
+    "quantize",
+    "quantize_weights",
+    "sign",
+    "sqnr_db",
+    "symmetric_scale",
+]

@@ -1,0 +1,41 @@
+"""The 1-bit (sign) quantizer: values become ``±alpha``.
+
+Convention: ``sign(0) = +1`` (a binary code has no zero). ``alpha = mean|w|`` is the
+scale that minimises ``||w - alpha * sign(w)||²`` (the BWN / XNOR-Net closed form).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from course.quant._checks import check_float_tensor
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``x >= 0``, ``-1`` elsewhere, in ``x``'s dtype (so ``sign(0) = +1``).
+
+    >>> sign(torch.tensor([-2.0, 0.0, 3.0]))
+    tensor([-1.,  1.,  1.])
+    """
+    x = check_float_tensor(x, "x")
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+def binary_scale(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """``alpha = mean|w|``: per output channel (axis 0, shaped to broadcast) or per tensor."""
+    w = check_float_tensor(w, "w")
+    if w.numel() == 0:
+        raise ValueError("w must not be empty")
+    if per_channel and w.dim() > 1:
+        return w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+    return w.detach().abs().mean()
+
+
+def binarize(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+    """``alpha * sign(w)`` with ``alpha = mean|w|`` (see :func:`binary_scale`); ``w``'s shape.
+
+    >>> binarize(torch.tensor([[1.0, -3.0], [0.0, 2.0]]))
+    tensor([[ 2., -2.],
+            [ 1.,  1.]])
+    """
+    return binary_scale(w, per_channel) * sign(w)

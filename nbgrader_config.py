@@ -1,0 +1,75 @@
+"""nbgrader configuration of the course.
+
+Read by ``python -m autograder`` (every command: release, autograde, check) and by the
+``nbgrader`` command line when it runs from the repository root. Paths are relative to the
+repository root (the folder of this file):
+
+- ``solutions/<lab>/``  source notebooks (solutions, visible and hidden tests)
+- ``labs/<lab>/``       released student notebooks, generated, committed
+- ``autograder/work/``  the grader's state, git-ignored: ``gradebook.db`` and nbgrader's
+  ``submitted/``, ``autograded/``, ``feedback/`` folders; never the repo root, never labs/.
+
+Run ``nbgrader`` by hand only with the virtual environment's ``bin`` first on PATH (it
+creates the gradebook by calling ``alembic`` through PATH); ``python -m autograder`` does
+this itself.
+"""
+
+import os
+import sys
+
+c = get_config()  # noqa: F821 -- injected by traitlets when it loads this file
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+WORK = "autograder/work"
+COURSE_ID = "quantization-in-neural-networks"
+CELL_TIMEOUT_S = 120  # per executed cell, while grading
+
+# The feedback preprocessor below lives in this repository's `autograder` package.
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+from autograder.feedback import ClearHiddenTestTracebacks  # noqa: E402
+
+c.CourseDirectory.course_id = COURSE_ID
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "labs"
+c.CourseDirectory.submitted_directory = f"{WORK}/submitted"
+c.CourseDirectory.autograded_directory = f"{WORK}/autograded"
+c.CourseDirectory.feedback_directory = f"{WORK}/feedback"
+c.CourseDirectory.solution_directory = f"{WORK}/solution"
+c.CourseDirectory.source_with_tests_directory = f"{WORK}/source_with_tests"
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, WORK, "gradebook.db")
+
+# Files never copied from a submission next to the graded notebook: anything Python would
+# import from the working directory (a student's `numpy.py` or `course/grading.py` would
+# shadow the real module), plus nbgrader's defaults. Labs ship no Python files of their own.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints",
+    "__pycache__",
+    "feedback",
+    "*.py",
+    "*.pyc",
+    "*.pyd",
+    "*.so",
+    "*.pth",
+]
+
+# Grading: a per-cell time limit; a deleted test cell is put back and run rather than
+# silently scoring 0.
+c.ExecutePreprocessor.timeout = CELL_TIMEOUT_S
+# The kernel's own start-up warnings (it prints them to the grader's terminal) are noise.
+c.ExecutePreprocessor.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
+c.OverwriteCells.add_missing_cells = True
+
+# Feedback must not show hidden tests: neither their code (ClearHiddenTests) nor the code
+# lines an error traceback quotes (ClearHiddenTestTracebacks, which must run first).
+c.GenerateFeedback.preprocessors = [
+    GetGrades,
+    CSSHTMLHeaderPreprocessor,
+    ClearHiddenTestTracebacks,
+    ClearHiddenTests,
+]

@@ -1,0 +1,188 @@
+"""course.plots: what each figure draws (lines, bars, labels, data), not pixels."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from course import plots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_pyplot_side_effects(monkeypatch):
+    """Every plot returns a Figure, never calls plt.show, and leaves pyplot's list alone."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("plt.show must not be called")
+
+    monkeypatch.setattr(plt, "show", refuse)
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before
+
+
+def _renders(fig: Figure) -> None:
+    assert isinstance(fig, Figure)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- SQNR
+
+
+def test_sqnr_plot_draws_each_series_and_the_rule():
+    bits = [2, 4, 6, 8]
+    data = {"per-tensor": [8.0, 20.0, 32.5, 44.0], "per-channel": [10.0, 22.0, 34.0, 46.5]}
+    fig = plots.plot_sqnr_vs_bits(bits, data)
+    _renders(fig)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["per-tensor", "per-channel",
+                                                       "6.02 dB/bit rule"]
+    for line, values in zip(ax.lines, data.values(), strict=False):
+        np.testing.assert_array_equal(line.get_xdata(), bits)
+        np.testing.assert_array_equal(line.get_ydata(), values)
+    rule = ax.lines[-1]
+    slopes = np.diff(rule.get_ydata()) / np.diff(rule.get_xdata())
+    np.testing.assert_allclose(slopes, 6.02)
+    # the rule passes through the median offset of the measured points
+    offsets = [v - 6.02 * b for values in data.values() for b, v in zip(bits, values,
+                                                                        strict=True)]
+    assert rule.get_ydata()[0] == pytest.approx(6.02 * 2 + np.median(offsets))
+    assert ax.get_ylabel() == "SQNR (dB)" and ax.get_xlabel() == "bits"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "6.02 dB/bit rule"
+
+
+def test_sqnr_plot_leaves_out_infinite_points_and_takes_another_rule():
+    fig = plots.plot_sqnr_vs_bits([4, 8, 16], {"x": [24.0, 48.0, math.inf]},
+                                  rule_db_per_bit=6.0)
+    measured, rule = fig.axes[0].lines
+    assert np.isnan(measured.get_ydata()[2])
+    assert rule.get_label() == "6 dB/bit rule"
+    np.testing.assert_allclose(rule.get_ydata(), [24.0, 48.0, 96.0])
+
+
+def test_sqnr_plot_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"sqnr_by_label\['a'\] has 2 values, expected 3"):
+        plots.plot_sqnr_vs_bits([2, 4, 8], {"a": [1.0, 2.0]})
+    with pytest.raises(TypeError, match="sqnr_by_label must be a dict"):
+        plots.plot_sqnr_vs_bits([2, 4], [1.0, 2.0])
+    with pytest.raises(ValueError, match="bits must not be empty"):
+        plots.plot_sqnr_vs_bits([], {})
+    with pytest.raises(TypeError, match="rule_db_per_bit"):
+        plots.plot_sqnr_vs_bits([2], {"a": [1.0]}, rule_db_per_bit="6")
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def test_accuracy_plot_draws_methods_float_line_and_reference_markers():
+    bits = [8, 6, 4, 3, 2, 1]
+    acc = {"direct": [0.97, 0.97, 0.95, 0.90, 0.6, 0.5],
+           "QAT": [0.97, 0.97, 0.96, None, None, 0.93]}
+    reference = {"lecture (direct)": {1: 0.5178}, "lecture (QAT)": [None] * 5 + [0.9522]}
+    fig = plots.plot_accuracy_vs_bits(bits, acc, 0.9776, reference=reference)
+    _renders(fig)
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == ["direct", "QAT", "float 97.8%", "lecture (direct)", "lecture (QAT)"]
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), np.arange(6))
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), acc["direct"])
+    qat = np.asarray(ax.lines[1].get_ydata(), dtype=float)
+    assert np.isnan(qat[3:5]).all() and qat[5] == 0.93
+    assert set(ax.lines[2].get_ydata()) == {0.9776}
+    for line, value in zip(ax.lines[3:], [0.5178, 0.9522], strict=True):
+        y = np.asarray(line.get_ydata(), dtype=float)
+        assert line.get_linestyle() == "None" and line.get_marker() == "*"
+        assert np.isnan(y[:5]).all() and y[5] == value
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "6", "4", "3", "2", "1"]
+    assert ax.yaxis.get_major_formatter()(0.5, 0) == "50%"
+
+
+def test_accuracy_plot_without_reference_and_with_string_labels():
+    fig = plots.plot_accuracy_vs_bits(["8", "1 (sign)"], {"direct": [0.9, 0.5]},
+                                      torch.tensor(0.95))
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "1 (sign)"]
+
+
+def test_accuracy_plot_rejects_bad_input():
+    with pytest.raises(ValueError, match="fractions in \\[0, 1\\]"):
+        plots.plot_accuracy_vs_bits([8, 4], {"direct": [97.0, 95.0]}, 0.98)
+    with pytest.raises(ValueError, match="has 1 values, expected 2"):
+        plots.plot_accuracy_vs_bits([8, 4], {"direct": [0.9]}, 0.98)
+    with pytest.raises(ValueError, match=r"bit widths \[2\]"):
+        plots.plot_accuracy_vs_bits([8, 4], {"d": [0.9, 0.8]}, 0.98, reference={"r": {2: 0.5}})
+    with pytest.raises(TypeError, match="float_accuracy must be a number"):
+        plots.plot_accuracy_vs_bits([8], {"d": [0.9]}, "0.98")
+    with pytest.raises(ValueError, match="fractions"):
+        plots.plot_accuracy_vs_bits([8], {"d": [0.9]}, 97.76)
+    with pytest.raises(ValueError, match="bits_labels must not be empty"):
+        plots.plot_accuracy_vs_bits([], {}, 0.9)
+
+
+# ----------------------------------------------------------------------------- histogram
+
+
+def test_histogram_counts_every_value_and_draws_each_level():
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    levels = torch.linspace(-2, 2, 9)
+    fig = plots.plot_histogram_with_levels(w, levels=levels, title="fc1 weights, 4 bits")
+    _renders(fig)
+    ax = fig.axes[0]
+    assert len(ax.patches) == plots.HISTOGRAM_BINS
+    assert sum(p.get_height() for p in ax.patches) == w.numel()
+    lows = [p.get_x() for p in ax.patches]
+    assert min(lows) == pytest.approx(float(w.min()))
+    positions = sorted(line.get_xdata()[0] for line in ax.lines)
+    np.testing.assert_allclose(positions, levels.numpy())
+    assert ax.get_title() == "fc1 weights, 4 bits"
+
+
+def test_histogram_without_levels_and_from_numpy():
+    fig = plots.plot_histogram_with_levels(np.arange(10.0))
+    ax = fig.axes[0]
+    assert len(ax.lines) == 0 and ax.get_legend() is None
+    assert sum(p.get_height() for p in ax.patches) == 10
+
+
+def test_histogram_rejects_bad_input():
+    with pytest.raises(TypeError, match="w must be a torch.Tensor or numpy.ndarray"):
+        plots.plot_histogram_with_levels([1.0, 2.0])
+    with pytest.raises(ValueError, match="w must not be empty"):
+        plots.plot_histogram_with_levels(torch.zeros(0))
+    with pytest.raises(TypeError, match=r"levels\[1\] must be a number"):
+        plots.plot_histogram_with_levels(torch.zeros(3), levels=[0.0, "a"])
+
+
+# ----------------------------------------------------------------------------- bars
+
+
+def test_bars_draw_one_bar_per_label_with_its_value():
+    labels, values = ["fp32", "int8", "binary"], [12.0, 3.0, 0.75]
+    fig = plots.plot_bars(labels, values, ylabel="latency (ms)", title="matmul 1024")
+    _renders(fig)
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == values
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    assert ax.get_ylabel() == "latency (ms)" and ax.get_title() == "matmul 1024"
+    assert [t.get_text() for t in ax.texts] == ["12", "3", "0.75"]
+
+
+def test_bars_reject_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        plots.plot_bars(["a", "b"], [1.0], "y")
+    with pytest.raises(TypeError, match="labels"):
+        plots.plot_bars("ab", [1.0, 2.0], "y")
+    with pytest.raises(TypeError, match="ylabel must be a str"):
+        plots.plot_bars(["a"], [1.0], None)
