@@ -1,0 +1,119 @@
+"""The fast paths: exact integer kernels, each with a slow, obviously-correct reference.
+
+int8 (this package's int8 modules, channels-last activations):
+
+* :mod:`course.kernels.int8_gemm` — int8 x int8 -> int32 GEMM (``torch._int_mm`` on
+  oneDNN's VNNI/AMX kernels where verified exact, else an exact float32 blocked matmul);
+* :mod:`course.kernels.requantize` — fixed-point requantization int32 -> int8 (integer
+  multiplier in [2**30, 2**31), rounding right shift, bias and zero points fused);
+* :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM;
+* :mod:`course.kernels.int8_activation` — integer ReLU, int8 max pooling, and max pooling
+  fused with requantization;
+* :mod:`course.kernels.int8_dynamic` — on-the-fly activation quantization and the float
+  epilogue of dynamic-range int8 layers;
+* :mod:`course.kernels.cpu_features` — what the CPU offers (SIMD level, int8 dot products).
+
+The functions ``int8_gemm`` and ``requantize`` are exported under their modules' names, so
+``course.kernels.int8_gemm`` is the function; import a module's other names from the
+module itself (``from course.kernels.requantize import MULTIPLIER_BITS``).
+
+Which path runs is never silent: :func:`backend` names the int8 GEMM path and
+:func:`backend_report` says why, with the CPU features seen.
+
+>>> backend() in ("int_mm", "float32_blocked")
+True
+"""
+
+from __future__ import annotations
+
+from course.kernels.int8_activation import (
+    max_pool2d_int8,
+    max_pool2d_int8_reference,
+    relu_int8,
+    requantize_max_pool2d,
+    requantize_max_pool2d_prepared,
+    requantize_max_pool2d_reference,
+)
+from course.kernels.int8_conv import conv2d_int8, conv2d_int8_reference, im2col_int8
+from course.kernels.int8_dynamic import (
+    activation_qparams,
+    dequantize_accumulators,
+    quantize_activations,
+    quantize_to_int8,
+)
+from course.kernels.int8_gemm import (
+    MAX_K,
+    GemmBackend,
+    gemm_backend,
+    int8_gemm,
+    int8_gemm_reference,
+    verify_exact,
+)
+from course.kernels.requantize import (
+    RequantParams,
+    prepare_requantize,
+    quantize_multiplier,
+    quantize_multiplier_per_channel,
+    requantize,
+    requantize_prepared,
+    requantize_reference,
+)
+
+REQUANTIZE_PATH = "numba: one fused pass (bias, multiply, rounding shift, zero point, clamp)"
+CONV_PATH = ("numba im2col (channels last; built transposed for one input channel) + int8_gemm, "
+             "then requantization with max pooling fused")
+
+
+def backend() -> str:
+    """Name of the int8 GEMM path in use: ``"int_mm"`` or ``"float32_blocked"``."""
+    return gemm_backend().name
+
+
+def backend_report() -> dict[str, str]:
+    """Every int8 kernel's path and why, as strings (for logs and benchmark results).
+
+    >>> sorted(backend_report())
+    ['cpu_capability', 'int8_conv', 'int8_gemm', 'int8_gemm_reason', 'int8_instructions', \
+'requantize']
+    """
+    info = gemm_backend()
+    return {
+        "int8_gemm": info.name,
+        "int8_gemm_reason": info.reason,
+        "cpu_capability": info.cpu_capability,
+        "int8_instructions": ", ".join(info.int8_instructions) or "none",
+        "requantize": REQUANTIZE_PATH,
+        "int8_conv": CONV_PATH,
+    }
+
+
+__all__ = [
+    "MAX_K",
+    "GemmBackend",
+    "RequantParams",
+    "activation_qparams",
+    "backend",
+    "backend_report",
+    "conv2d_int8",
+    "conv2d_int8_reference",
+    "dequantize_accumulators",
+    "gemm_backend",
+    "im2col_int8",
+    "int8_gemm",
+    "int8_gemm_reference",
+    "max_pool2d_int8",
+    "max_pool2d_int8_reference",
+    "prepare_requantize",
+    "quantize_activations",
+    "quantize_multiplier",
+    "quantize_multiplier_per_channel",
+    "quantize_to_int8",
+    "relu_int8",
+    "requantize",
+    "requantize_max_pool2d",
+    "requantize_max_pool2d_prepared",
+    "requantize_max_pool2d_reference",
+    "requantize_prepared",
+    "requantize_reference",
+    "verify_exact",
+]
