@@ -13,6 +13,13 @@ int8 (this package's int8 modules, channels-last activations):
   epilogue of dynamic-range int8 layers;
 * :mod:`course.kernels.cpu_features` — what the CPU offers (SIMD level, int8 dot products).
 
+binary (bits packed along K into 64-bit words, XNOR + popcount):
+
+* :mod:`course.kernels.bitpack` — packing signs into uint64 words and back;
+* :mod:`course.kernels.xnor_gemm` — the numba XNOR + popcount GEMM (LLVM's ctpop, register
+  tiles, compiled once and cached on disk), with a plain reference;
+* :mod:`course.kernels.binary_conv` — binary Conv2d by packed im2col + the XNOR GEMM.
+
 The functions ``int8_gemm`` and ``requantize`` are exported under their modules' names, so
 ``course.kernels.int8_gemm`` is the function; import a module's other names from the
 module itself (``from course.kernels.requantize import MULTIPLIER_BITS``).
@@ -26,7 +33,24 @@ True
 
 from __future__ import annotations
 
-from course.kernels.int8_activation import (
+import os
+
+import numba
+
+# numba's OpenMP threading layer, once a parallel kernel has run, slows PyTorch's own
+# threaded ops in the same process (measured up to 9x on a 512x512 matmul); the workqueue
+# layer does not, and runs the course's kernels as fast. A user's explicit choice wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+from course.kernels.binary_conv import binary_conv2d, pack_conv_weight  # noqa: E402
+from course.kernels.bitpack import (  # noqa: E402
+    PackedBits,
+    pack_sign_bits,
+    pack_signs,
+    unpack_signs,
+)
+from course.kernels.int8_activation import (  # noqa: E402
     max_pool2d_int8,
     max_pool2d_int8_reference,
     relu_int8,
@@ -88,6 +112,12 @@ def backend_report() -> dict[str, str]:
 
 
 __all__ = [
+    "PackedBits",
+    "binary_conv2d",
+    "pack_conv_weight",
+    "pack_sign_bits",
+    "pack_signs",
+    "unpack_signs",
     "MAX_K",
     "GemmBackend",
     "RequantParams",

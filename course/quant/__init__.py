@@ -3,6 +3,9 @@
 * :mod:`course.quant.affine` — qrange, qparams, quantize / dequantize / fake-quantize.
 * :mod:`course.quant.binary` — the sign quantizer (sign(0) = +1, alpha = mean|w|).
 * :mod:`course.quant.direct` — direct quantization of a trained model's weights.
+* :mod:`course.quant.xnor` — XNOR-Net: the sign STE, binary weights (BWN) and inputs, layers
+  and their packed 1-bit inference form.
+* :mod:`course.quant.dorefa` — DoReFa-Net: k-bit weights, activations and gradients.
 """
 
 from course.measure import sqnr_db

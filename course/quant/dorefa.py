@@ -23,7 +23,7 @@ A bit width of :data:`FLOAT_BITS` (32) means "not quantized", as in the paper's 
 Layers :class:`DoReFaLinear` / :class:`DoReFaConv2d` quantize their weight, optionally
 their input (``activation_bits``) and the gradient flowing back out of their output
 (``gradient_bits``); :class:`DoReFaActivation` is the clip-and-quantize activation used
-instead of ReLU between layers.
+instead of ReLU between layers. :func:`dorefa_model` converts a whole model.
 
 >>> quantize_k(torch.tensor([0.0, 0.2, 0.5, 1.0]), 2)     # levels 0, 1/3, 2/3, 1
 tensor([0.0000, 0.3333, 0.6667, 1.0000])
@@ -33,14 +33,16 @@ tensor([0., 0., 1.])
 
 from __future__ import annotations
 
+import copy
 import numbers
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course.quant._checks import check_float_tensor
-from course.quant.xnor import sign_ste
+from course.quant.binary import sign
 
 FLOAT_BITS = 32
 """Bit width that means "keep float" (no quantization), DoReFa's convention."""
@@ -59,12 +61,24 @@ def _check_bits(bits: object, name: str) -> int:
     return bits
 
 
-class _RoundSTE(torch.autograd.Function):
-    """``round(x)`` (half to even) forward, identity gradient backward."""
+class _QuantizeK(torch.autograd.Function):
+    """``round(x * levels) / levels`` (half to even) forward, identity gradient backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x)
+    def forward(ctx, x: torch.Tensor, levels: int) -> torch.Tensor:
+        return torch.round(x * levels) / levels
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class _SignTimesMeanAbs(torch.autograd.Function):
+    """``sign(w) * mean|w|`` (sign(0) = +1) forward, identity gradient backward."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        return sign(w) * w.abs().mean()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -81,8 +95,7 @@ def quantize_k(x: torch.Tensor, bits: int) -> torch.Tensor:
     bits = _check_bits(bits, "bits")
     if bits == FLOAT_BITS:
         return x
-    levels = float(2**bits - 1)
-    return _RoundSTE.apply(x * levels) / levels
+    return _QuantizeK.apply(x, 2**bits - 1)
 
 
 def quantize_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
@@ -102,8 +115,7 @@ def quantize_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
     if bits == FLOAT_BITS:
         return w
     if bits == 1:
-        scale = w.detach().abs().mean()
-        return sign_ste(w, clip=None) * scale
+        return _SignTimesMeanAbs.apply(w)
     t = torch.tanh(w)
     normalised = t / (2 * t.abs().max()) + 0.5
     return 2 * quantize_k(normalised, bits) - 1
@@ -256,3 +268,56 @@ class DoReFaConv2d(_DoReFaMixin, nn.Conv2d):
         out = self._conv_forward(self._quantized_input(x),
                                  quantize_weights(self.weight, self.weight_bits), self.bias)
         return quantize_gradients(out, self.gradient_bits)
+
+
+# ----------------------------------------------------------------------------- whole models
+
+
+def dorefa_model(model: nn.Module, *, weight_bits: int = 1, activation_bits: int = FLOAT_BITS,
+                 gradient_bits: int = FLOAT_BITS, float_inputs: Collection[str] = (),
+                 skip: Collection[str] = ()) -> nn.Module:
+    """A deep copy of ``model`` with every ``nn.Linear`` / ``nn.Conv2d`` (exactly those
+    types) replaced by :class:`DoReFaLinear` / :class:`DoReFaConv2d` with the given bit
+    widths, weights and biases copied; ``model`` is not modified.
+
+    Each converted layer quantizes its input to ``activation_bits`` (after clipping to
+    [0, 1]; with 32, the clip only), except the layers named in ``float_inputs`` (e.g. the
+    first layer, whose input is the data), which take their input as it is. Layers named in
+    ``skip`` stay float (DoReFa-Net keeps the first and last layers in full precision).
+
+    >>> from torch import nn
+    >>> net = dorefa_model(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
+    ...                    weight_bits=2, activation_bits=4, float_inputs=("0",))
+    >>> [type(m).__name__ for m in net], net[0].activation_bits, net[2].activation_bits
+    (['DoReFaLinear', 'ReLU', 'DoReFaLinear'], None, 4)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    bits = {"weight_bits": _check_bits(weight_bits, "weight_bits"),
+            "gradient_bits": _check_bits(gradient_bits, "gradient_bits")}
+    activation_bits = _check_bits(activation_bits, "activation_bits")
+    names = {name for name, _ in model.named_modules()}
+    for argument, listed in (("float_inputs", float_inputs), ("skip", skip)):
+        unknown = sorted(set(listed) - names)
+        if unknown:
+            raise ValueError(f"{argument} names layers the model does not have: {unknown}")
+    out = copy.deepcopy(model)
+    for name, module in list(out.named_modules()):
+        if type(module) not in (nn.Linear, nn.Conv2d) or name in skip:
+            continue
+        layer_bits = dict(bits, activation_bits=None if name in float_inputs
+                          else activation_bits)
+        if isinstance(module, nn.Conv2d):
+            layer = DoReFaConv2d(module.in_channels, module.out_channels, module.kernel_size,
+                                 stride=module.stride, padding=module.padding,
+                                 dilation=module.dilation, groups=module.groups,
+                                 bias=module.bias is not None,
+                                 padding_mode=module.padding_mode, **layer_bits)
+        else:
+            layer = DoReFaLinear(module.in_features, module.out_features,
+                                 bias=module.bias is not None, **layer_bits)
+        layer.load_state_dict(module.state_dict())
+        layer.to(module.weight.device, module.weight.dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(out.get_submodule(parent_name) if parent_name else out, child, layer)
+    return out

@@ -153,9 +153,9 @@ def input_scale_map(x: torch.Tensor, kernel_size: int | tuple[int, int],
     if x.dim() != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     kernel = _pair(kernel_size, "kernel_size")
-    mean_abs = x.abs().mean(dim=1, keepdim=True)
-    return F.avg_pool2d(mean_abs, kernel, _pair(stride, "stride"), _pair(padding, "padding"),
-                        count_include_pad=True)
+    ph, pw = _pair(padding, "padding")
+    mean_abs = F.pad(x.abs().mean(dim=1, keepdim=True), (pw, pw, ph, ph))
+    return F.avg_pool2d(mean_abs, kernel, _pair(stride, "stride"))
 
 
 # ----------------------------------------------------------------------------- training layers
@@ -354,11 +354,9 @@ class PackedXNORConv2d(PackedBinaryConv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_float_tensor(x, "x").detach().to(torch.float32)
-        k_map = input_scale_map(x, self.kernel_size, self.stride, self.padding)[:, 0]
+        x = check_float_tensor(x, "x")
         return binary_conv2d(x, self.packed_weight(), self.stride, self.padding,
-                             out_scale=self.alpha, position_scale=k_map,
-                             bias=self._bias_or_zeros())
+                             out_scale=self.alpha, k_map=True, bias=self._bias_or_zeros())
 
 
 # ----------------------------------------------------------------------------- whole models

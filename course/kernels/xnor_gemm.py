@@ -1,0 +1,574 @@
+"""Binary matrix multiply with XNOR + popcount on bits packed along K (see ``bitpack``).
+
+For ±1 rows ``a`` and ``b`` of length ``K`` packed as bits (1 = +1, 0 = -1), the products
+``a_k * b_k`` are +1 where the bits agree and -1 where they differ, so
+
+    dot(a, b) = (K - d) - d = K - 2 * popcount(a XOR b),   d = number of differing bits.
+
+(XNOR-Net writes it with XNOR and ``2 * popcount - K``: the same number.) Padding bits are 0
+in both operands, so they never differ and ``K`` is the true length.
+
+``xnor_gemm(a, b)`` computes ``c[i, j] = dot(a[i], b[j])`` for ``a`` packed ``(M, K)`` and
+``b`` packed ``(N, K)`` — the second operand is given row by row, like ``nn.Linear``'s
+weight, so ``c = A @ B.T`` on the ±1 matrices — as int32 ``(M, N)``, or, with scales,
+``c * row_scale[:, None] * col_scale[None, :] + bias`` in float32, fused into the kernel.
+
+Three versions, chosen by name (``backend=``) and all exact:
+
+* ``"tiled"`` (default) — a register tile of :data:`TILE_ROWS` rows of ``a`` by
+  :data:`TILE_COLS` rows of ``b``: per packed word, the tile's ``b`` words are loaded as
+  vectors of :data:`VECTOR_WORDS` words (one 512-bit register each), every ``a`` word is
+  broadcast, and XOR, popcount and add run on whole vectors, so every loaded word is used
+  several times and the 4 x 16 sums stay in registers for the whole K loop. ``b`` is
+  first re-laid out in panels of 16 rows, word-interleaved (:func:`panel_layout`), so that
+  the 16 words of one panel at one position of K are contiguous. The tile is written as a
+  numba ``@intrinsic`` emitting LLVM vector IR (``llvm.ctpop.v8i64``): LLVM's
+  auto-vectorizer, left alone, vectorizes along K and pays a horizontal sum per output,
+  and prefers 256-bit vectors on recent Intel CPUs. Blocks of rows of ``a`` run in
+  parallel (numba ``parallel=True``).
+* ``"naive"`` — one output at a time with the scalar :func:`popcount64` (LLVM's
+  ``llvm.ctpop.i64``), parallel over rows; LLVM vectorizes its loop along K. The difference
+  to ``"tiled"`` is what register tiling buys.
+* ``"reference"`` — plain numpy with a 256-entry popcount table, obviously correct, slow.
+
+Popcount: numba has no ``int.bit_count`` / ``np.bitwise_count`` support, hence the
+intrinsics; LLVM lowers ``ctpop`` to the CPU's instruction (``vpopcntq`` with AVX-512
+VPOPCNTDQ, ``popcnt`` or a bit-trick sequence elsewhere). :func:`kernel_info` reports what
+this CPU got.
+
+The numba functions are compiled for this CPU on first use and cached to disk
+(``cache=True``: later processes load the machine code). :func:`compile_kernels` does it
+up front and reports its time, apart from any speed measurement.
+
+>>> import torch
+>>> from course.kernels.bitpack import pack_signs
+>>> a = pack_signs(torch.tensor([[1, -1, 1], [-1, -1, 1]]))
+>>> b = pack_signs(torch.tensor([[1, 1, 1], [1, -1, 1]]))
+>>> xnor_gemm(a, b)
+tensor([[ 1,  3],
+        [-1,  1]], dtype=torch.int32)
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from course.kernels.bitpack import WORD_BITS, WORD_DTYPE, PackedBits
+
+BACKENDS = ("tiled", "naive", "reference")
+"""The implementations of :func:`xnor_gemm`, fastest first."""
+
+TILE_ROWS = 4
+"""Rows of ``a`` per register tile of the tiled kernel."""
+
+VECTOR_WORDS = 8
+"""Packed words per vector in the tiled kernel (8 x 64 bits = one 512-bit register)."""
+
+TILE_COLS = 2 * VECTOR_WORDS
+"""Rows of ``b`` per register tile (one panel): two vectors."""
+
+MAX_LENGTH = 2**31 - 1
+"""Longest K: every dot product lies in [-K, K] and is returned as int32."""
+
+PANEL_BLOCK_BYTES = 512 * 1024
+"""Bytes of ``b`` panels the tiled kernel sweeps per block (they stay in a core's L2)."""
+
+_POPCOUNT_TABLE = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- intrinsics
+
+
+@intrinsic
+def popcount64(typingctx, x):
+    """Number of set bits of a 64-bit integer, as LLVM's ``llvm.ctpop.i64`` (numba only)."""
+    if not isinstance(x, types.Integer) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return x(x), codegen
+
+
+_WORD_ARRAY_2D = types.Array(types.uint64, 2, "C")
+_WORD_ARRAY_3D = types.Array(types.uint64, 3, "C")
+_INT32_OUT = types.Array(types.int32, 2, "C")
+_FLOAT32_OUT = types.Array(types.float32, 2, "C")
+_FLOAT32_VECTOR = types.Array(types.float32, 1, "C")
+
+
+def _splat(builder, value, vector_type):
+    """IR: a vector with every lane equal to the scalar ``value``."""
+    lane = ir.IntType(32)
+    first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
+                                   ir.Constant(lane, 0))
+    return builder.shuffle_vector(first, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(lane, vector_type.count),
+                                              [0] * vector_type.count))
+
+
+def _emit_tile_sums(context, builder, a_type, a_value, row, panels_type, panels_value, panel):
+    """LLVM IR of one register tile: the loop over the W packed words of K.
+
+    Returns ``sums[r][v]``: ``<VECTOR_WORDS x i64>`` popcount totals of row ``row + r`` of
+    ``a`` against rows ``VECTOR_WORDS * v ...`` of the panel. Per word ``w`` the tile loads
+    the panel's ``TILE_COLS`` words as vectors, broadcasts each of its ``TILE_ROWS`` words of
+    ``a`` and adds ``ctpop(a XOR b)`` into accumulators that LLVM keeps in registers.
+    """
+    word = ir.IntType(64)
+    vector = ir.VectorType(word, VECTOR_WORDS)
+    ctpop = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector]), f"llvm.ctpop.v{VECTOR_WORDS}i64")
+    a_array = context.make_array(a_type)(context, builder, a_value)
+    p_array = context.make_array(panels_type)(context, builder, panels_value)
+    n_words = cgutils.unpack_tuple(builder, a_array.shape, 2)[1]
+    a_rows = [builder.gep(a_array.data, [builder.mul(builder.add(row, ir.Constant(word, r)),
+                                                     n_words)]) for r in range(TILE_ROWS)]
+    panel_start = builder.gep(p_array.data, [builder.mul(
+        panel, builder.mul(n_words, ir.Constant(word, TILE_COLS)))])
+    n_vectors = TILE_COLS // VECTOR_WORDS
+    sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, None))
+             for _ in range(n_vectors)] for _ in range(TILE_ROWS)]
+    with cgutils.for_range(builder, n_words) as loop:
+        w = loop.index
+        b_vectors = []
+        for v in range(n_vectors):
+            offset = builder.add(builder.mul(w, ir.Constant(word, TILE_COLS)),
+                                 ir.Constant(word, v * VECTOR_WORDS))
+            pointer = builder.bitcast(builder.gep(panel_start, [offset]), vector.as_pointer())
+            b_vectors.append(builder.load(pointer, align=8))
+        for r in range(TILE_ROWS):
+            a_vector = _splat(builder, builder.load(builder.gep(a_rows[r], [w])), vector)
+            for v in range(n_vectors):
+                counts = builder.call(ctpop, [builder.xor(a_vector, b_vectors[v])])
+                builder.store(builder.add(builder.load(sums[r][v]), counts), sums[r][v])
+    return [[builder.load(slot) for slot in row_slots] for row_slots in sums]
+
+
+def _tile_arguments_ok(a, row, panels, panel) -> bool:
+    return (a == _WORD_ARRAY_2D and panels == _WORD_ARRAY_3D
+            and isinstance(row, types.Integer) and isinstance(panel, types.Integer))
+
+
+@intrinsic
+def _tile_popcounts(typingctx, a, row, panels, panel):
+    """Popcounts of ``a[row + r] XOR b[panel * TILE_COLS + c]`` summed over all words, for
+    ``r < TILE_ROWS``, ``c < TILE_COLS``: a tuple of ``TILE_ROWS * TILE_COLS`` uint64 in
+    row-major order. ``a``: C-contiguous uint64 ``(M, W)``; ``panels``: C-contiguous uint64
+    ``(P, W, TILE_COLS)`` from :func:`panel_layout`. No bounds checks: the caller's job.
+    """
+    if not _tile_arguments_ok(a, row, panels, panel):
+        return None
+    signature = types.UniTuple(types.uint64, TILE_ROWS * TILE_COLS)(a, row, panels, panel)
+
+    def codegen(context, builder, sig, args):
+        row_index = context.cast(builder, args[1], sig.args[1], types.intp)
+        panel_index = context.cast(builder, args[3], sig.args[3], types.intp)
+        sums = _emit_tile_sums(context, builder, sig.args[0], args[0], row_index,
+                               sig.args[2], args[2], panel_index)
+        lane = ir.IntType(32)
+        result = ir.Constant(context.get_value_type(sig.return_type), ir.Undefined)
+        for r, row_sums in enumerate(sums):
+            for v, total in enumerate(row_sums):
+                for k in range(VECTOR_WORDS):
+                    result = builder.insert_value(
+                        result, builder.extract_element(total, ir.Constant(lane, k)),
+                        r * TILE_COLS + v * VECTOR_WORDS + k)
+        return result
+
+    return signature, codegen
+
+
+@intrinsic
+def _tile_into(typingctx, a, row, panels, panel, length, out, i, j, row_scale, col_scale,
+               bias):
+    """Compute one full tile and store it at ``out[i:i+TILE_ROWS, j:j+TILE_COLS]``, as
+    vectors: int32 ``K - 2 * count`` when the scales are None, else float32
+    ``(K - 2 * count) * row_scale[i + r] * col_scale[j + c] + bias[j + c]`` (the same
+    operations, in the same order, as the scalar ``_store``). No bounds checks.
+    """
+    if not _tile_arguments_ok(a, row, panels, panel):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (length, i, j)):
+        return None
+    scaled = row_scale != types.none
+    if scaled:
+        if out != _FLOAT32_OUT or any(t != _FLOAT32_VECTOR for t in (row_scale, col_scale,
+                                                                      bias)):
+            return None
+    elif out != _INT32_OUT or col_scale != types.none or bias != types.none:
+        return None
+    signature = types.none(a, row, panels, panel, length, out, i, j, row_scale, col_scale,
+                           bias)
+
+    def codegen(context, builder, sig, args):
+        intp = types.intp
+        row_index, panel_index, k, i_index, j_index = (
+            context.cast(builder, args[n], sig.args[n], intp) for n in (1, 3, 4, 6, 7))
+        sums = _emit_tile_sums(context, builder, sig.args[0], args[0], row_index,
+                               sig.args[2], args[2], panel_index)
+        word = ir.IntType(64)
+        lane = ir.IntType(32)
+        wide = ir.VectorType(word, VECTOR_WORDS)
+        out_array = context.make_array(sig.args[5])(context, builder, args[5])
+        n_cols = cgutils.unpack_tuple(builder, out_array.shape, 2)[1]
+        lengths = _splat(builder, k, wide)
+        one = ir.Constant(wide, [1] * VECTOR_WORDS)
+        if scaled:
+            single = ir.FloatType()
+            floats = ir.VectorType(single, VECTOR_WORDS)
+            rows_data, cols_data, bias_data = (
+                context.make_array(sig.args[n])(context, builder, args[n]).data
+                for n in (8, 9, 10))
+        for r, row_sums in enumerate(sums):
+            out_row = builder.gep(out_array.data, [builder.add(
+                builder.mul(builder.add(i_index, ir.Constant(word, r)), n_cols), j_index)])
+            if scaled:
+                row_factor = builder.load(builder.gep(rows_data, [
+                    builder.add(i_index, ir.Constant(word, r))]))
+                row_factors = _splat(builder, row_factor, floats)
+            for v, total in enumerate(row_sums):
+                dots = builder.sub(lengths, builder.shl(total, one))
+                target = builder.gep(out_row, [ir.Constant(word, v * VECTOR_WORDS)])
+                if not scaled:
+                    values = builder.trunc(dots, ir.VectorType(lane, VECTOR_WORDS))
+                    builder.store(values, builder.bitcast(target, values.type.as_pointer()),
+                                  align=4)
+                    continue
+                column = builder.add(j_index, ir.Constant(word, v * VECTOR_WORDS))
+                col_factors, offsets = (
+                    builder.load(builder.bitcast(builder.gep(data, [column]),
+                                                 floats.as_pointer()), align=4)
+                    for data in (cols_data, bias_data))
+                values = builder.fadd(builder.fmul(builder.fmul(
+                    builder.sitofp(dots, floats), row_factors), col_factors), offsets)
+                builder.store(values, builder.bitcast(target, floats.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+# ----------------------------------------------------------------------------- numba kernels
+
+
+@numba.njit(cache=True)
+def _store(out, i, j, length, count, row_scale, col_scale, bias):
+    """out[i, j] = K - 2 * count, scaled when scales are given (resolved at compile time)."""
+    dot = length - 2 * np.int64(count)
+    if row_scale is None:
+        out[i, j] = dot
+    else:
+        out[i, j] = np.float32(dot) * row_scale[i] * col_scale[j] + bias[j]
+
+
+@numba.njit(cache=True)
+def _store_tile(out, i, j, counts, length, row_scale, col_scale, bias):
+    """Store the part of a tile's counts that falls inside ``out``."""
+    rows = min(TILE_ROWS, out.shape[0] - i)
+    cols = min(TILE_COLS, out.shape[1] - j)
+    for r in range(rows):
+        for c in range(cols):
+            _store(out, i + r, j + c, length, counts[r * TILE_COLS + c], row_scale,
+                   col_scale, bias)
+
+
+@numba.njit(cache=True, parallel=True, boundscheck=False)
+def _xnor_gemm_tiled(a, panels, length, panel_block, row_scale, col_scale, bias, out):
+    m, n_words = a.shape
+    n = out.shape[1]
+    n_panels = panels.shape[0]
+    n_tiles = (m + TILE_ROWS - 1) // TILE_ROWS
+    for first_panel in range(0, n_panels, panel_block):
+        last_panel = min(first_panel + panel_block, n_panels)
+        for tile in prange(n_tiles):
+            i = tile * TILE_ROWS
+            rows = a
+            row = i
+            if i + TILE_ROWS > m:  # the last, partial tile: zero rows below the matrix
+                rows = np.zeros((TILE_ROWS, n_words), dtype=np.uint64)
+                rows[: m - i] = a[i:]
+                row = 0
+            full_rows = i + TILE_ROWS <= m
+            for p in range(first_panel, last_panel):
+                j = p * TILE_COLS
+                if full_rows and j + TILE_COLS <= n:
+                    _tile_into(rows, row, panels, p, length, out, i, j, row_scale, col_scale,
+                               bias)
+                else:
+                    counts = _tile_popcounts(rows, row, panels, p)
+                    _store_tile(out, i, j, counts, length, row_scale, col_scale, bias)
+
+
+@numba.njit(cache=True)
+def _dot(a, i, b, j):
+    count = np.uint64(0)
+    for w in range(a.shape[1]):
+        count += popcount64(a[i, w] ^ b[j, w])
+    return count
+
+
+@numba.njit(cache=True, parallel=True, boundscheck=False)
+def _xnor_gemm_naive(a, b, length, row_scale, col_scale, bias, out):
+    for i in prange(a.shape[0]):
+        for j in range(b.shape[0]):
+            _store(out, i, j, length, _dot(a, i, b, j), row_scale, col_scale, bias)
+
+
+def panel_layout(b_words: np.ndarray) -> np.ndarray:
+    """Rows of ``b`` (uint64 ``(N, W)``) in panels of :data:`TILE_COLS` rows, interleaved
+    word by word: ``(ceil(N / 16), W, 16)``, with zero rows after row ``N - 1``.
+
+    ``panels[p, w, c] == b_words[16 * p + c, w]``. The tiled kernel reads the 16 words of a
+    panel at position ``w`` as two contiguous vectors.
+    """
+    if not isinstance(b_words, np.ndarray) or b_words.dtype != WORD_DTYPE or b_words.ndim != 2:
+        raise TypeError("b_words must be a uint64 numpy.ndarray of shape (N, W)")
+    n, n_words = b_words.shape
+    n_panels = -(-n // TILE_COLS)
+    padded = np.zeros((n_panels * TILE_COLS, n_words), dtype=WORD_DTYPE)
+    padded[:n] = b_words
+    return np.ascontiguousarray(padded.reshape(n_panels, TILE_COLS, n_words).transpose(0, 2, 1))
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def xnor_gemm_reference(a: PackedBits, b: PackedBits) -> torch.Tensor:
+    """Plain numpy version of :func:`xnor_gemm` (int32 ``(M, N)``): one row of ``a`` at a
+    time, XOR against every row of ``b``, popcount by a 256-entry table of bytes.
+
+    >>> from course.kernels.bitpack import pack_signs
+    >>> xnor_gemm_reference(pack_signs(torch.tensor([[1, 1]])), pack_signs(torch.tensor([[1, -1]])))
+    tensor([[0]], dtype=torch.int32)
+    """
+    length = _check_operands(a, b)
+    out = np.empty((a.words.shape[0], b.words.shape[0]), dtype=np.int32)
+    for i in range(a.words.shape[0]):
+        differing = a.words[i][None, :] ^ b.words  # (N, words)
+        bytes_ = np.ascontiguousarray(differing).view(np.uint8)
+        counts = _POPCOUNT_TABLE[bytes_].sum(axis=1)
+        out[i] = length - 2 * counts
+    return torch.from_numpy(out)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _check_operands(a: object, b: object) -> int:
+    for name, value in (("a", a), ("b", b)):
+        if not isinstance(value, PackedBits):
+            raise TypeError(f"{name} must be a PackedBits (from pack_signs or pack_sign_bits), "
+                            f"got {type(value).__name__}")
+        if value.words.ndim != 2:
+            raise ValueError(f"{name} must be packed from a 2-D tensor (rows, K), got logical "
+                             f"shape {value.shape}")
+    if a.length != b.length:
+        raise ValueError(f"a and b must have the same K (packed length): a is {a.shape}, "
+                         f"b is {b.shape}")
+    return a.length
+
+
+def _scale_vector(value: object, name: str, size: int) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, "
+                        f"got {type(value).__name__}")
+    if value.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {value.shape}")
+    if not np.issubdtype(value.dtype, np.floating) and not np.issubdtype(value.dtype,
+                                                                         np.integer):
+        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+def _word_matrix(value: object, name: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or value.dtype != WORD_DTYPE or value.ndim != 2:
+        raise TypeError(f"{name} must be a uint64 numpy.ndarray of shape (rows, words)")
+    return np.ascontiguousarray(value)
+
+
+def xnor_gemm_words(a_words: np.ndarray, b_words: np.ndarray, length: int,
+                    row_scale: object = None, col_scale: object = None, bias: object = None,
+                    backend: str = "tiled") -> np.ndarray:
+    """Low-level form of :func:`xnor_gemm` on raw words, for kernels that lay bits out
+    themselves (the packed convolution puts padding bits after every group of channels).
+
+    ``a_words`` uint64 ``(M, W)`` and ``b_words`` uint64 ``(N, W)`` with padding bits 0 in
+    both; ``length``: the number of real bits per row (the K of the dot product, at most
+    ``64 W``). Scales (tensors or arrays of shapes ``(M,)``, ``(N,)``, ``(N,)``): the first
+    two together or none; ``bias`` only with them. Returns a numpy array ``(M, N)``: int32
+    without scales, float32 with.
+    """
+    if backend not in ("tiled", "naive"):
+        raise ValueError(f"backend must be 'tiled' or 'naive' here, got {backend!r}")
+    a_words = _word_matrix(a_words, "a_words")
+    b_words = _word_matrix(b_words, "b_words")
+    (m, n_words), n = a_words.shape, b_words.shape[0]
+    if b_words.shape[1] != n_words:
+        raise ValueError(f"a_words and b_words must have the same number of words per row, "
+                         f"got {n_words} and {b_words.shape[1]}")
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral):
+        raise TypeError(f"length must be an int, got {type(length).__name__}")
+    if not 0 <= length <= min(WORD_BITS * n_words, MAX_LENGTH):
+        raise ValueError(f"length must be between 0 and {WORD_BITS} x {n_words} words "
+                         f"(and at most {MAX_LENGTH}), got {length}")
+    if (row_scale is None) != (col_scale is None):
+        raise ValueError("row_scale and col_scale must be given together (or neither)")
+    if bias is not None and row_scale is None:
+        raise ValueError("bias needs row_scale and col_scale (the output is then float32)")
+    scales = (None, None, None)
+    if row_scale is not None:
+        scales = (_scale_vector(row_scale, "row_scale", m),
+                  _scale_vector(col_scale, "col_scale", n),
+                  np.zeros(n, dtype=np.float32) if bias is None
+                  else _scale_vector(bias, "bias", n))
+    out = np.empty((m, n), dtype=np.float32 if row_scale is not None else np.int32)
+    if m == 0 or n == 0:
+        return out
+    if backend == "tiled":
+        panel_bytes = TILE_COLS * WORD_DTYPE.itemsize * max(1, n_words)
+        block = max(1, PANEL_BLOCK_BYTES // panel_bytes)
+        _xnor_gemm_tiled(a_words, panel_layout(b_words), np.int64(length), np.int64(block),
+                         *scales, out)
+    else:
+        _xnor_gemm_naive(a_words, b_words, np.int64(length), *scales, out)
+    return out
+
+
+def xnor_gemm(a: PackedBits, b: PackedBits, *, row_scale: torch.Tensor | None = None,
+              col_scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+              backend: str = "tiled") -> torch.Tensor:
+    """``A @ B.T`` for ±1 matrices packed along K: ``a`` is ``(M, K)``, ``b`` is ``(N, K)``.
+
+    Returns int32 ``(M, N)`` exact dot products ``K - 2 * popcount(a_i XOR b_j)``. With
+    ``row_scale`` ``(M,)`` and ``col_scale`` ``(N,)`` (both, or neither) and optional
+    ``bias`` ``(N,)``, returns float32 ``dot * row_scale[i] * col_scale[j] + bias[j]``
+    computed in the same pass (XNOR-Net: ``beta`` per input row, ``alpha`` per output).
+    ``backend``: one of :data:`BACKENDS`. Different ``K`` is a ``ValueError``.
+
+    >>> from course.kernels.bitpack import pack_signs
+    >>> x = pack_signs(torch.tensor([[1, -1]]))
+    >>> xnor_gemm(x, x, row_scale=torch.tensor([0.5]), col_scale=torch.tensor([3.0]))
+    tensor([[3.]])
+    """
+    length = _check_operands(a, b)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "reference":
+        return torch.from_numpy(xnor_gemm_words(a.words, b.words, length, row_scale,
+                                                col_scale, bias, backend=backend))
+    if (row_scale is None) != (col_scale is None):
+        raise ValueError("row_scale and col_scale must be given together (or neither)")
+    if bias is not None and row_scale is None:
+        raise ValueError("bias needs row_scale and col_scale (the output is then float32)")
+    out = xnor_gemm_reference(a, b)
+    if row_scale is None:
+        return out
+    m, n = out.shape
+    rows = torch.from_numpy(_scale_vector(row_scale, "row_scale", m))
+    cols = torch.from_numpy(_scale_vector(col_scale, "col_scale", n))
+    result = out.to(torch.float32) * rows[:, None] * cols[None, :]
+    if bias is not None:
+        result = result + torch.from_numpy(_scale_vector(bias, "bias", n))
+    return result
+
+
+# ----------------------------------------------------------------------------- compile, report
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """Time to make the kernels callable in this process, and where the code came from.
+
+    ``seconds``: wall time of the first calls (JIT compilation, or loading the disk cache);
+    ``cache_hits`` / ``cache_misses``: signatures loaded from / not found in numba's cache.
+    """
+
+    seconds: float
+    cache_hits: int
+    cache_misses: int
+
+    @property
+    def source(self) -> str:
+        """``"disk cache"`` when nothing had to be compiled, else ``"compiled"``."""
+        return "disk cache" if self.cache_misses == 0 else "compiled"
+
+
+_KERNELS = (_xnor_gemm_tiled, _xnor_gemm_naive)
+
+
+def _cache_counts() -> tuple[int, int]:
+    hits = sum(sum(kernel.stats.cache_hits.values()) for kernel in _KERNELS)
+    misses = sum(sum(kernel.stats.cache_misses.values()) for kernel in _KERNELS)
+    return hits, misses
+
+
+def compile_kernels() -> CompileReport:
+    """Compile (or load from the disk cache) every signature the library uses, timed.
+
+    The signatures: int32 output, and float32 output with scales, for both numba backends.
+    Calling it again in the same process costs nothing and reports the first time's figures.
+    """
+    global _COMPILE_REPORT
+    if _COMPILE_REPORT is not None:
+        return _COMPILE_REPORT
+    hits_before, misses_before = _cache_counts()
+    words = np.zeros((TILE_COLS + 1, 1), dtype=WORD_DTYPE)
+    scale = np.ones(TILE_COLS + 1, dtype=np.float32)
+    start = time.perf_counter()
+    for backend in ("tiled", "naive"):
+        xnor_gemm_words(words, words, 1, backend=backend)
+        xnor_gemm_words(words, words, 1, scale, scale, scale, backend=backend)
+    seconds = time.perf_counter() - start
+    hits, misses = _cache_counts()
+    _COMPILE_REPORT = CompileReport(seconds, hits - hits_before, misses - misses_before)
+    return _COMPILE_REPORT
+
+
+_COMPILE_REPORT: CompileReport | None = None
+
+
+def _tile_probe(a, panels):
+    """One call of the tiled kernel's tile (not cached, so that its assembly can be read)."""
+    return _tile_popcounts(a, 0, panels, 0)
+
+
+def kernel_info() -> dict[str, object]:
+    """How LLVM compiled the tiled kernel's inner loop on this CPU: the popcount instruction
+    (``"vpopcntq"``, ``"popcnt"`` or ``"other"``), the widest vector register it uses (bits,
+    64 for scalar code) and numba's thread count.
+
+    Numba does not keep the assembly of cached code, so the tile alone is compiled again
+    without the cache (under a second) and its assembly read.
+
+    >>> sorted(kernel_info())
+    ['popcount', 'threads', 'vector_bits']
+    """
+    probe = numba.njit(cache=False)(_tile_probe)
+    probe(np.zeros((TILE_ROWS, 1), dtype=WORD_DTYPE), np.zeros((1, 1, TILE_COLS), WORD_DTYPE))
+    assembly = "\n".join(probe.inspect_asm().values())
+    if re.search(r"vpopcntq\s", assembly):
+        popcount = "vpopcntq"
+    elif re.search(r"\bpopcnt", assembly):
+        popcount = "popcnt"
+    else:
+        popcount = "other"
+    bits = 64
+    for register, width in (("%zmm", 512), ("%ymm", 256), ("%xmm", 128)):
+        if re.search(r"(vpxorq|vpxor|vpaddq)\s[^\n]*" + register, assembly):
+            bits = width
+            break
+    return {"popcount": popcount, "vector_bits": bits, "threads": numba.get_num_threads()}
