@@ -3,39 +3,21 @@ its measured results show what the lab claims to demonstrate."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
-from pathlib import Path
-
-import nbformat
 import pytest
-from nbclient import NotebookClient
+from conftest import notebook_errors
 
-ROOT = Path(__file__).resolve().parents[1]
 LAB = "lab01_direct_quantization"
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-    work = tmp_path_factory.mktemp(LAB)
-    for f in (ROOT / "solutions" / LAB).iterdir():
-        if f.is_file():
-            shutil.copy(f, work / f.name)
-    nb = nbformat.read(work / f"{LAB}.ipynb", as_version=4)
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(work)}}).execute()
-    seconds = time.perf_counter() - start
-    print(f"{LAB} executed in {seconds:.1f} s")
-    return nb, json.loads((work / "results.json").read_text())
+def executed(execute_solution):
+    return execute_solution(LAB)
 
 
 @pytest.mark.slow
 def test_solution_notebook_runs_without_errors(executed):
-    nb, _ = executed
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    nb, _, _ = executed
+    errors = notebook_errors(nb)
     assert not errors, errors[0]
     shown = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(shown) >= 4  # SQNR, per-channel SQNR, histogram, accuracy vs bits
@@ -43,7 +25,7 @@ def test_solution_notebook_runs_without_errors(executed):
 
 @pytest.mark.slow
 def test_results_show_the_six_db_rule_and_the_collapse(executed):
-    _, results = executed
+    _, results, _ = executed
     for label, slope in results["sqnr_db_per_bit"].items():
         assert 5.8 < slope < 6.6, (label, slope)
         assert 5.8 < results["sqnr_gain_per_bit"][label][-1] < 6.3  # 7 -> 8 bits: ~6.02 dB

@@ -270,3 +270,22 @@ def test_latency_and_speedup_reject_bad_input():
         measure.speedup(Timing(1.0, 1.0, 1.0, 1, 0), 0.5)
     with pytest.raises(ValueError, match="candidate.median_s must be positive"):
         measure.speedup(Timing(1.0, 1.0, 1.0, 1, 0), Timing(0.0, 0.0, 0.0, 1, 0))
+
+
+def test_compare_interleaves_calls_and_summarizes_medians():
+    calls = []
+    samples = measure.compare_samples({"a": lambda: calls.append("a"),
+                                       "b": lambda: calls.append("b")}, warmup=1, repeats=3)
+    assert calls == ["a", "b"] * 4            # one warm-up round, then three timed rounds
+    assert [len(v) for v in samples.values()] == [3, 3]
+    t = measure.timing([3.0, 1.0, 2.0, 10.0])
+    assert t.median_s == 2.5 and t.p25_s <= t.median_s <= t.p75_s and t.repeats == 4
+    timings = measure.compare({"x": lambda: None}, repeats=2)
+    assert timings["x"].repeats == 2 and timings["x"].median_s >= 0
+
+
+@pytest.mark.parametrize(("fns", "kwargs", "error"), [
+    ({}, {}, ValueError), ({"a": 1}, {}, TypeError), ({"a": print}, {"repeats": 0}, ValueError)])
+def test_compare_rejects_bad_input(fns, kwargs, error):
+    with pytest.raises(error):
+        measure.compare_samples(fns, **kwargs)

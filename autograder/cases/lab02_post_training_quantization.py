@@ -1,0 +1,148 @@
+"""Reference cases of lab02 (post-training quantization), computed by the library.
+
+The integer exercises have one right answer (the rules are exact), so no alternatives
+are stored; the calibration exercise compares float ranges with a tolerance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from autograder.cases._build import case, integers, uniform
+from course.grading import dumps
+from course.grading.fixtures import build as build_fixture
+from course.kernels.requantize import quantize_multiplier, requantize_reference
+
+LAB = "lab02_post_training_quantization"
+
+TIE_NOTE = ("acc * multiplier / 2**shift = {v} is an exact tie: this lab rounds ties up "
+            "(add 2**(shift-1) before the arithmetic right shift)")
+
+
+def _quantize_multiplier(hidden: bool) -> list[dict]:
+    values = [0.1, 0.75, 3e-4] if not hidden else [
+        0.5, 1.0, 1.5, 0.9999999999, 2.0**-20, 7.3, 123.456, 1e-9, 0.3333333333333333]
+    cases = [case("quantize_multiplier", f"real multiplier {v!r}", "int_tuple", [v],
+                  quantize_multiplier(v)) for v in values]
+    if hidden:
+        cases += [case("quantize_multiplier", "0 is an error", "raises", [0.0], "ValueError"),
+                  case("quantize_multiplier", "negative is an error", "raises", [-0.25],
+                       "ValueError")]
+    return cases
+
+
+def _requantize_case(label: str, acc: torch.Tensor, m: int, shift: int, zp: int) -> dict:
+    expected = requantize_reference(acc, m, shift, zp).to(torch.int64)
+    notes = {}
+    for i, a in enumerate(acc.reshape(-1).tolist()):
+        product = a * m
+        if product % (1 << shift) == 1 << (shift - 1):
+            notes[str(i)] = TIE_NOTE.format(v=product / 2**shift)
+        raw = ((product + (1 << (shift - 1))) >> shift) + zp
+        if not -128 <= raw <= 127:
+            notes[str(i)] = f"{raw} lies outside the int8 range: clamp it to [-128, 127]"
+    return case("requantize", label, "int_tensor", [acc, m, shift, zp], expected, notes=notes)
+
+
+def _requantize(hidden: bool) -> list[dict]:
+    if not hidden:
+        m, s = quantize_multiplier(0.01)
+        return [
+            _requantize_case("a typical layer", integers(61, (4, 5), -20000, 20000, torch.int32),
+                             m, s, 3),
+            _requantize_case("halves round up", torch.tensor([1, 3, 5, -1, -3, -5],
+                             dtype=torch.int32), 2**30, 32, 0),
+        ]
+    m, s = quantize_multiplier(0.0037)
+    big = torch.tensor([2**31 - 1, -(2**31), 123456789, -987654321], dtype=torch.int32)
+    return [
+        _requantize_case("ties in both directions", torch.arange(-9, 10, dtype=torch.int32),
+                         2**30, 32, -5),
+        _requantize_case("saturation at both ends", integers(62, (3, 7), -10**6, 10**6,
+                         torch.int32), *quantize_multiplier(0.5), 10),
+        _requantize_case("int32 extremes: the product needs 64 bits", big, m, s, 0),
+        _requantize_case("large shift", integers(63, (8,), -2**30, 2**30, torch.int32),
+                         *quantize_multiplier(3e-9), -128),
+        _requantize_case("multiplier above one", integers(64, (2, 3), -50, 50, torch.int32),
+                         *quantize_multiplier(2.5), 0),
+    ]
+
+
+def _linear_expected(x_q, x_zp, w_q, bias_q, m, shift, out_zp) -> torch.Tensor:
+    acc = (x_q.to(torch.int64) - x_zp) @ w_q.to(torch.int64).T + bias_q.to(torch.int64)
+    return requantize_reference(acc.to(torch.int32), m, shift, out_zp).to(torch.int64)
+
+
+def _quantized_linear(hidden: bool) -> list[dict]:
+    calls = [("batch 3, 8 -> 4", 71, 3, 8, 4, -128, 0.004, 5),
+             ("batch 1, 16 -> 2", 72, 1, 16, 2, 0, 0.02, -3)]
+    if hidden:
+        calls = [("int8 extremes, zero point -128, K = 784", 73, 2, 784, 3, -128, 0.0001, 0),
+                 ("zero point 127", 74, 4, 10, 5, 127, 0.003, -20),
+                 ("one output", 75, 5, 7, 1, 3, 0.05, 100),
+                 ("wide layer", 76, 2, 100, 40, -7, 0.0008, 0)]
+    cases = []
+    for label, seed, batch, k, n, x_zp, real, out_zp in calls:
+        x_q = integers(seed, (batch, k), -128, 127, torch.int8)
+        w_q = integers(seed + 100, (n, k), -127, 127, torch.int8)
+        if "extremes" in label:
+            x_q[0] = 127
+            w_q[0] = 127
+            w_q[1] = -127
+        bias = integers(seed + 200, (n,), -5000, 5000, torch.int32)
+        m, s = quantize_multiplier(real)
+        args = [x_q, x_zp, w_q, bias, m, s, out_zp]
+        cases.append(case("quantized_linear", label, "int_tensor", args,
+                          _linear_expected(*args)))
+    return cases
+
+
+def _calibrate(hidden: bool) -> list[dict]:
+    calls = [("MLP fixture, two layers", "mlp", 1, ["1", "3"], [(4, 6), (4, 6)])]
+    if hidden:
+        calls = [("every layer, three batches", "mlp", 2, ["1", "2", "3", "4"],
+                  [(5, 6), (3, 6), (7, 6)]),
+                 ("conv model, one batch", "conv_linear", 3, ["0", "2", "4"], [(2, 2, 4, 4)]),
+                 ("a name listed once, batches of one", "mlp", 4, ["4"], [(1, 6)] * 4)]
+    cases = []
+    for label, name, seed, layers, shapes in calls:
+        batches = [uniform(seed * 10 + i, shape, -2.0, 2.0) for i, shape in enumerate(shapes)]
+        model = build_fixture(name, seed)
+        modules = dict(model.named_modules())
+        lo = {n: float("inf") for n in layers}
+        hi = {n: float("-inf") for n in layers}
+        with torch.no_grad():
+            for x in batches:
+                acts = {}
+                handles = [modules[n].register_forward_hook(
+                    lambda mod, inp, out, n=n: acts.__setitem__(n, out)) for n in layers]
+                model(x)
+                for h in handles:
+                    h.remove()
+                for n in layers:
+                    lo[n] = min(lo[n], float(acts[n].min()))
+                    hi[n] = max(hi[n], float(acts[n].max()))
+        expected = torch.tensor([[lo[n], hi[n]] for n in layers], dtype=torch.float32)
+        cases.append(case("calibrate_ranges", label, "float_tensor",
+                          [{"__model__": name, "seed": seed}, batches, layers], expected,
+                          rtol=1e-5, atol=1e-6))
+    return cases
+
+
+EXERCISES = {
+    "quantize_multiplier": _quantize_multiplier,
+    "requantize": _requantize,
+    "quantized_linear": _quantized_linear,
+    "calibrate_ranges": _calibrate,
+}
+
+
+def build() -> dict[str, bytes]:
+    """Visible and hidden reference files of lab02, as ``{path from repo root: bytes}``."""
+    out = {}
+    for hidden, path in ((False, f"solutions/{LAB}/references.json"),
+                         (True, f"autograder/references/{LAB}.json")):
+        cases = {name: make(hidden) for name, make in EXERCISES.items()}
+        out[path] = dumps({"lab": LAB, "hidden": hidden, "cases": cases,
+                           "generated_by": "make references (autograder/cases/" + LAB + ".py)"})
+    return out
