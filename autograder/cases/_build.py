@@ -11,6 +11,8 @@ import random
 
 import torch
 
+from course.grading import dumps
+
 
 def uniform(seed: int, shape: tuple[int, ...], low: float = -1.0,
             high: float = 1.0) -> torch.Tensor:
@@ -57,4 +59,18 @@ def distinct(expected: torch.Tensor, variants: list[torch.Tensor]) -> list[torch
         v = v.to(expected.dtype)
         if not torch.equal(v, expected) and not any(torch.equal(v, o) for o in out):
             out.append(v)
+    return out
+
+
+def reference_files(lab: str, exercises: dict) -> dict[str, bytes]:
+    """The visible and hidden reference files of ``lab``, as ``{path from repo root: bytes}``.
+
+    ``exercises`` maps an exercise name to ``make(hidden: bool) -> list of cases``.
+    """
+    out = {}
+    for hidden, path in ((False, f"solutions/{lab}/references.json"),
+                         (True, f"autograder/references/{lab}.json")):
+        cases = {name: make(hidden) for name, make in exercises.items()}
+        out[path] = dumps({"lab": lab, "hidden": hidden, "cases": cases,
+                           "generated_by": f"make references (autograder/cases/{lab}.py)"})
     return out

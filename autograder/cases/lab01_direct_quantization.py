@@ -12,9 +12,8 @@ import math
 
 import torch
 
-from autograder.cases._build import case, distinct, integers, uniform
+from autograder.cases._build import case, distinct, integers, reference_files, uniform
 from course import quant
-from course.grading import dumps
 from course.grading.fixtures import build as build_fixture
 
 LAB = "lab01_direct_quantization"
@@ -290,10 +289,4 @@ EXERCISES = {
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab01, as ``{path from repo root: bytes}``."""
-    out = {}
-    for hidden, path in ((False, f"solutions/{LAB}/references.json"),
-                         (True, f"autograder/references/{LAB}.json")):
-        cases = {name: make(hidden) for name, make in EXERCISES.items()}
-        out[path] = dumps({"lab": LAB, "hidden": hidden, "cases": cases,
-                           "generated_by": "make references (autograder/cases/" + LAB + ".py)"})
-    return out
+    return reference_files(LAB, EXERCISES)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from autograder.cases._build import case, integers, uniform
-from course.grading import dumps
+from autograder.cases._build import case, integers, reference_files, uniform
 from course.grading.fixtures import build as build_fixture
 from course.kernels.requantize import quantize_multiplier, requantize_reference
 
@@ -111,17 +110,17 @@ def _calibrate(hidden: bool) -> list[dict]:
         modules = dict(model.named_modules())
         lo = {n: float("inf") for n in layers}
         hi = {n: float("-inf") for n in layers}
+        acts = {}
+        handles = [modules[n].register_forward_hook(
+            lambda mod, inp, out, n=n, acts=acts: acts.__setitem__(n, out)) for n in layers]
         with torch.no_grad():
             for x in batches:
-                acts = {}
-                handles = [modules[n].register_forward_hook(
-                    lambda mod, inp, out, n=n: acts.__setitem__(n, out)) for n in layers]
                 model(x)
-                for h in handles:
-                    h.remove()
                 for n in layers:
                     lo[n] = min(lo[n], float(acts[n].min()))
                     hi[n] = max(hi[n], float(acts[n].max()))
+        for h in handles:
+            h.remove()
         expected = torch.tensor([[lo[n], hi[n]] for n in layers], dtype=torch.float32)
         cases.append(case("calibrate_ranges", label, "float_tensor",
                           [{"__model__": name, "seed": seed}, batches, layers], expected,
@@ -139,10 +138,4 @@ EXERCISES = {
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab02, as ``{path from repo root: bytes}``."""
-    out = {}
-    for hidden, path in ((False, f"solutions/{LAB}/references.json"),
-                         (True, f"autograder/references/{LAB}.json")):
-        cases = {name: make(hidden) for name, make in EXERCISES.items()}
-        out[path] = dumps({"lab": LAB, "hidden": hidden, "cases": cases,
-                           "generated_by": "make references (autograder/cases/" + LAB + ".py)"})
-    return out
+    return reference_files(LAB, EXERCISES)
