@@ -43,6 +43,7 @@ from torch import nn
 
 from course.quant._checks import check_float_tensor
 from course.quant.binary import sign
+from course.quant.swap import check_layer_names, like, replace_module
 
 FLOAT_BITS = 32
 """Bit width that means "keep float" (no quantization), DoReFa's convention."""
@@ -296,28 +297,13 @@ def dorefa_model(model: nn.Module, *, weight_bits: int = 1, activation_bits: int
     bits = {"weight_bits": _check_bits(weight_bits, "weight_bits"),
             "gradient_bits": _check_bits(gradient_bits, "gradient_bits")}
     activation_bits = _check_bits(activation_bits, "activation_bits")
-    names = {name for name, _ in model.named_modules()}
-    for argument, listed in (("float_inputs", float_inputs), ("skip", skip)):
-        unknown = sorted(set(listed) - names)
-        if unknown:
-            raise ValueError(f"{argument} names layers the model does not have: {unknown}")
+    check_layer_names(model, float_inputs=float_inputs, skip=skip)
     out = copy.deepcopy(model)
     for name, module in list(out.named_modules()):
         if type(module) not in (nn.Linear, nn.Conv2d) or name in skip:
             continue
         layer_bits = dict(bits, activation_bits=None if name in float_inputs
                           else activation_bits)
-        if isinstance(module, nn.Conv2d):
-            layer = DoReFaConv2d(module.in_channels, module.out_channels, module.kernel_size,
-                                 stride=module.stride, padding=module.padding,
-                                 dilation=module.dilation, groups=module.groups,
-                                 bias=module.bias is not None,
-                                 padding_mode=module.padding_mode, **layer_bits)
-        else:
-            layer = DoReFaLinear(module.in_features, module.out_features,
-                                 bias=module.bias is not None, **layer_bits)
-        layer.load_state_dict(module.state_dict())
-        layer.to(module.weight.device, module.weight.dtype)
-        parent_name, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent_name) if parent_name else out, child, layer)
+        kind = DoReFaConv2d if isinstance(module, nn.Conv2d) else DoReFaLinear
+        replace_module(out, name, like(kind, module, **layer_bits))
     return out

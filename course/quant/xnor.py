@@ -55,6 +55,7 @@ from course.kernels.bitpack import PackedBits, pack_sign_bits, unpack_signs
 from course.kernels.xnor_gemm import xnor_gemm
 from course.quant._checks import check_float_tensor
 from course.quant.binary import binary_scale, sign
+from course.quant.swap import check_layer_names, like, replace_module
 
 STE_CLIP = 1.0
 """The sign STE passes the gradient where ``|x| <= STE_CLIP`` and cancels it elsewhere."""
@@ -365,12 +366,6 @@ class PackedXNORConv2d(PackedBinaryConv2d):
 _BINARY_OF = {nn.Linear: (BinaryLinear, XNORLinear), nn.Conv2d: (BinaryConv2d, XNORConv2d)}
 
 
-def _replace(model: nn.Module, name: str, layer: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, layer)
-
-
 def binarize_model(model: nn.Module, *, binary_inputs: bool = False,
                    float_inputs: Collection[str] = (), skip: Collection[str] = ()) -> nn.Module:
     """A deep copy of ``model`` with every ``nn.Linear`` / ``nn.Conv2d`` (exactly those
@@ -381,29 +376,14 @@ def binarize_model(model: nn.Module, *, binary_inputs: bool = False,
     ``float_inputs`` (e.g. the first layer, whose input is the image), which get the
     binary-weight version. Layers named in ``skip`` stay float. ``model`` is not modified.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    names = {name for name, _ in model.named_modules()}
-    for argument, listed in (("float_inputs", float_inputs), ("skip", skip)):
-        unknown = sorted(set(listed) - names)
-        if unknown:
-            raise ValueError(f"{argument} names layers the model does not have: {unknown}")
+    check_layer_names(model, float_inputs=float_inputs, skip=skip)
     out = copy.deepcopy(model)
     for name, module in list(out.named_modules()):
         kinds = _BINARY_OF.get(type(module))
         if kinds is None or name in skip:
             continue
         kind = kinds[1] if binary_inputs and name not in float_inputs else kinds[0]
-        if isinstance(module, nn.Conv2d):
-            layer = kind(module.in_channels, module.out_channels, module.kernel_size,
-                         stride=module.stride, padding=module.padding,
-                         dilation=module.dilation, groups=module.groups,
-                         bias=module.bias is not None, padding_mode=module.padding_mode)
-        else:
-            layer = kind(module.in_features, module.out_features, bias=module.bias is not None)
-        layer.load_state_dict(module.state_dict())
-        layer.to(module.weight.device, module.weight.dtype)
-        _replace(out, name, layer)
+        replace_module(out, name, like(kind, module))
     return out
 
 
@@ -415,5 +395,5 @@ def pack_model(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model).eval()
     for name, module in list(out.named_modules()):
         if isinstance(module, (BinaryLinear, XNORLinear, BinaryConv2d, XNORConv2d)):
-            _replace(out, name, module.to_packed())
+            replace_module(out, name, module.to_packed())
     return out
