@@ -6,6 +6,9 @@
 * :mod:`course.quant.xnor` — XNOR-Net: the sign STE, binary weights (BWN) and inputs, layers
   and their packed 1-bit inference form.
 * :mod:`course.quant.dorefa` — DoReFa-Net: k-bit weights, activations and gradients.
+* :mod:`course.quant.ste` — the straight-through estimator of fake quantization.
+* :mod:`course.quant.fake_quant` — the ``FakeQuantize`` module (observer-driven qparams).
+* :mod:`course.quant.swap` — swapping Linear/Conv2d layers for quantized versions.
 """
 
 from course.measure import sqnr_db
@@ -23,9 +26,23 @@ from course.quant.affine import (
 )
 from course.quant.binary import binarize, binary_scale, sign
 from course.quant.direct import QUANTIZED_LAYERS, direct_quantize, quantize_weights
+from course.quant.fake_quant import (
+    FakeQuantize,
+    enable_fake_quant,
+    fake_quantizers,
+    freeze_observers,
+)
+from course.quant.ste import FakeQuantizeSTE, clipping_range, fake_quantize_ste
 
 __all__ = [
     "EPS",
+    "FakeQuantize",
+    "FakeQuantizeSTE",
+    "clipping_range",
+    "enable_fake_quant",
+    "fake_quantize_ste",
+    "fake_quantizers",
+    "freeze_observers",
     "QUANTIZED_LAYERS",
     "affine_qparams",
     "binarize",
