@@ -247,3 +247,32 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return fig
+
+
+def plot_lines(x: Any, ys: Mapping[str, Any], xlabel: str = "", ylabel: str = "",
+               title: str = "") -> Figure:
+    """One line per entry of ``ys`` (label -> values, same length as ``x``) against ``x``
+    (tensors, arrays or sequences of numbers), with a legend.
+
+    >>> fig = plot_lines([0, 1, 2], {"a": [0, 1, 4], "b": [1, 1, 1]}, xlabel="x")
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['a', 'b']
+    """
+    xs = _numbers(x.tolist() if isinstance(x, (torch.Tensor, np.ndarray)) else x, "x")
+    if xs.size == 0:
+        raise ValueError("x must not be empty")
+    if not isinstance(ys, Mapping) or not ys:
+        raise TypeError("ys must be a non-empty dict of label -> values")
+    series = _series({k: v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else v
+                      for k, v in ys.items()}, "ys", xs.size)
+    for name in (xlabel, ylabel, title):
+        _check_str(name, "xlabel, ylabel and title")
+    fig, ax = _figure()
+    for label, values in series.items():
+        ax.plot(xs, values, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig

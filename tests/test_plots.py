@@ -186,3 +186,16 @@ def test_bars_reject_bad_input():
         plots.plot_bars("ab", [1.0, 2.0], "y")
     with pytest.raises(TypeError, match="ylabel must be a str"):
         plots.plot_bars(["a"], [1.0], None)
+
+
+def test_plot_lines_draws_each_series_against_x():
+    x = torch.linspace(0, 1, 5)
+    fig = plots.plot_lines(x, {"square": x**2, "flat": [1.0] * 5}, xlabel="x", title="t")
+    lines = fig.axes[0].lines
+    assert [line.get_label() for line in lines] == ["square", "flat"]
+    assert lines[0].get_ydata().tolist() == pytest.approx((x**2).tolist())
+    assert fig.axes[0].get_xlabel() == "x" and fig.axes[0].get_title() == "t"
+    with pytest.raises(ValueError):
+        plots.plot_lines([0, 1], {"a": [1, 2, 3]})
+    with pytest.raises(TypeError):
+        plots.plot_lines([0, 1], {})

@@ -74,3 +74,16 @@ def reference_files(lab: str, exercises: dict) -> dict[str, bytes]:
         out[path] = dumps({"lab": lab, "hidden": hidden, "cases": cases,
                            "generated_by": f"make references (autograder/cases/{lab}.py)"})
     return out
+
+
+def quantize_variants(x, scale, zero_point, qmin, qmax) -> list[torch.Tensor]:
+    """Integer codes (int64) of ``x`` by other valid implementations of ``quantize``: other
+    rounding paths that can land on the other side of a near-tie."""
+    s = torch.as_tensor(scale, dtype=torch.float32)
+    s64 = torch.as_tensor(scale, dtype=torch.float64)
+    outs = [
+        torch.round(x * (1.0 / s)),                           # multiply by the reciprocal
+        torch.round(x.double() / s64),                        # float64 arithmetic
+        torch.round(x.double() * (1.0 / s64)),
+    ]
+    return [torch.clamp(o + torch.as_tensor(zero_point), qmin, qmax).to(torch.int64) for o in outs]

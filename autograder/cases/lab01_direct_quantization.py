@@ -12,7 +12,14 @@ import math
 
 import torch
 
-from autograder.cases._build import case, distinct, integers, reference_files, uniform
+from autograder.cases._build import (
+    case,
+    distinct,
+    integers,
+    quantize_variants,
+    reference_files,
+    uniform,
+)
 from course import quant
 from course.grading.fixtures import build as build_fixture
 
@@ -24,17 +31,6 @@ CLAMP_NOTE = "round(x / scale) + zero_point = {v:g} lies outside [qmin, qmax]: c
 
 
 # ---------------------------------------------------------------- other valid implementations
-def _quantize_variants(x, scale, zero_point, qmin, qmax) -> list[torch.Tensor]:
-    s = torch.as_tensor(scale, dtype=torch.float32)
-    s64 = torch.as_tensor(scale, dtype=torch.float64)
-    outs = [
-        torch.round(x * (1.0 / s)),                           # multiply by the reciprocal
-        torch.round(x.double() / s64),                        # float64 arithmetic
-        torch.round(x.double() * (1.0 / s64)),
-    ]
-    return [torch.clamp(o + torch.as_tensor(zero_point), qmin, qmax).to(torch.int64) for o in outs]
-
-
 def _affine_qparams_f32(x_min: float, x_max: float, bits: int) -> tuple[float, int]:
     qmin, qmax = quant.qrange(bits, signed=False)
     lo = torch.tensor(min(x_min, 0.0), dtype=torch.float32)
@@ -44,7 +40,7 @@ def _affine_qparams_f32(x_min: float, x_max: float, bits: int) -> tuple[float, i
     return float(scale.item()), zp
 
 
-def _fake_quantize_variants(x: torch.Tensor, bits: int, symmetric: bool) -> list[torch.Tensor]:
+def _fakequantize_variants(x: torch.Tensor, bits: int, symmetric: bool) -> list[torch.Tensor]:
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         s32 = torch.clamp(x.abs().max() / qmax, min=quant.EPS)
@@ -57,7 +53,7 @@ def _fake_quantize_variants(x: torch.Tensor, bits: int, symmetric: bool) -> list
         params = [(s32, z32, qmin, qmax), (s64, z64, qmin, qmax)]
     outs = []
     for s, z, lo, hi in params:
-        for q in _quantize_variants(x, s, z, lo, hi):
+        for q in quantize_variants(x, s, z, lo, hi):
             outs.append(((q - z).double() * float(s)).to(torch.float32))
     return outs
 
@@ -68,7 +64,7 @@ def _per_channel_variants(w: torch.Tensor, bits: int, axis: int) -> list[torch.T
     absmax = w.double().abs().amax(dim=dims, keepdim=True) if dims else w.double().abs()
     s64 = torch.clamp(absmax / qmax, min=quant.EPS)
     return [((q.double()) * s64).to(torch.float32)
-            for q in _quantize_variants(w, s64, 0, -qmax, qmax)]
+            for q in quantize_variants(w, s64, 0, -qmax, qmax)]
 
 
 # ---------------------------------------------------------------------------- exercise cases
@@ -135,7 +131,7 @@ def _quantize_case(label: str, x: torch.Tensor, scale, zp: int, qmin: int, qmax:
         if raw < qmin or raw > qmax:
             notes[str(i)] = CLAMP_NOTE.format(v=raw, q=q)
     return case("quantize", label, "int_tensor", [x, scale, zp, qmin, qmax], expected,
-                alternatives=distinct(expected, _quantize_variants(x, scale, zp, qmin, qmax)),
+                alternatives=distinct(expected, quantize_variants(x, scale, zp, qmin, qmax)),
                 notes=notes)
 
 
@@ -196,7 +192,7 @@ def _fake_quantize(hidden: bool) -> list[dict]:
     for label, x, bits, sym in calls:
         expected = quant.fake_quantize(x, bits, sym)
         cases.append(case("fake_quantize", label, "float_tensor", [x, bits, sym], expected,
-                          alternatives=distinct(expected, _fake_quantize_variants(x, bits, sym))))
+                          alternatives=distinct(expected, _fakequantize_variants(x, bits, sym))))
     if hidden:
         cases.append(case("fake_quantize", "symmetric 1 bit is an error", "raises",
                           [uniform(37, (4,)), 1, True], "ValueError"))
@@ -263,7 +259,7 @@ def _direct(hidden: bool) -> list[dict]:
         for key in weights:
             w = model.state_dict()[key]
             variants = (_per_channel_variants(w, bits, 0) if per_channel
-                        else _fake_quantize_variants(w, bits, True))
+                        else _fakequantize_variants(w, bits, True))
             alts = distinct(expected[key], variants)
             if alts:
                 alternatives[key] = alts

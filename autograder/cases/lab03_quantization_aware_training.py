@@ -1,0 +1,154 @@
+"""Reference cases of lab03 (quantization-aware training), computed by the library.
+
+The exercises are an autograd Function (checked through its forward values and its input
+gradient), an activation fake quantizer module (checked through the outputs of a sequence
+of training- and eval-mode calls) and batch-norm folding (checked as a model: the folded
+layer's weight and bias).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from autograder.cases._build import case, distinct, quantize_variants, reference_files, uniform
+from course import quant
+from course.grading.fixtures import build as build_fixture
+from course.ptq.folding import fold_batch_norm
+from course.quant.fake_quant import FakeQuantize
+from course.quant.ste import clipping_range, fake_quantize_ste
+
+LAB = "lab03_quantization_aware_training"
+AVERAGING = 0.01
+"""Moving-average constant of the activation quantizer (the library's default)."""
+
+EDGE_NOTE = "x lies on the edge of the clipping range [{lo:g}, {hi:g}]: the edges are inside"
+
+
+def _ste_inputs(hidden: bool) -> list[tuple]:
+    if not hidden:
+        return [("4-bit unsigned, zero point 3", uniform(81, (10,), -1.0, 3.0), 0.2, 3, 0, 15),
+                ("8-bit signed", uniform(82, (3, 4), -2.0, 2.0), 0.01, 0, -128, 127)]
+    edges = torch.tensor([-4.0, -4.25, 3.5, 3.75, 0.0, -3.999, 3.501])
+    return [
+        ("exactly on the clipping edges", edges, 0.5, 0, -8, 7),
+        ("everything clipped", uniform(83, (6,), 5.0, 9.0), 0.1, 0, -8, 7),
+        ("2 bits with a zero point", uniform(84, (4, 5), -1.0, 1.0), 0.25, 2, 0, 3),
+        ("per-channel scales", uniform(85, (3, 6), -1.0, 1.0),
+         torch.tensor([[0.05], [0.2], [0.01]]), 0, -7, 7),
+    ]
+
+
+def _forward(hidden: bool) -> list[dict]:
+    cases = []
+    for label, x, s, z, qmin, qmax in _ste_inputs(hidden):
+        expected = fake_quantize_ste(x, s, z, qmin, qmax)
+        scale = torch.as_tensor(s, dtype=torch.float64)
+        variants = [((q - z).double() * scale).to(torch.float32)
+                    for q in quantize_variants(x, s, z, qmin, qmax)]
+        cases.append(case("ste_forward", label, "float_tensor", [x, s, z, qmin, qmax],
+                          expected, alternatives=distinct(expected, variants)))
+    return cases
+
+
+def _backward(hidden: bool) -> list[dict]:
+    cases = []
+    for i, (label, x, s, z, qmin, qmax) in enumerate(_ste_inputs(hidden)):
+        grad = uniform(90 + i + 10 * hidden, tuple(x.shape), -1.0, 1.0)
+        leaf = x.clone().requires_grad_(True)
+        fake_quantize_ste(leaf, s, z, qmin, qmax).backward(grad)
+        lo, hi = clipping_range(s, z, qmin, qmax)
+        notes = {}
+        if isinstance(s, float):
+            for j, v in enumerate(x.reshape(-1).tolist()):
+                if v in (lo, hi):
+                    notes[str(j)] = EDGE_NOTE.format(lo=lo, hi=hi)
+        cases.append(case("ste_backward", label, "float_tensor", [x, s, z, qmin, qmax, grad],
+                          leaf.grad.clone(), notes=notes))
+    return cases
+
+
+def run_activation_quantizer(module: torch.nn.Module, batches: list[torch.Tensor],
+                             training: list[bool]) -> torch.Tensor:
+    """Feed ``batches`` to ``module`` in training / eval mode as listed; the outputs,
+    flattened and concatenated (what the lab's test cell does with the student's module)."""
+    outs = []
+    for x, flag in zip(batches, training, strict=True):
+        module.train(flag)
+        outs.append(module(x).detach().reshape(-1))
+    return torch.cat(outs)
+
+
+def _moving_average_f32(batches, training, bits) -> torch.Tensor:
+    """Another valid implementation: running min/max kept as float32 tensors."""
+    lo = hi = None
+    outs = []
+    for x, flag in zip(batches, training, strict=True):
+        if flag:
+            bmin, bmax = x.min(), x.max()
+            if lo is None:
+                lo, hi = bmin, bmax
+            else:
+                lo, hi = lo + AVERAGING * (bmin - lo), hi + AVERAGING * (bmax - hi)
+        scale, zp = quant.affine_qparams(float(lo), float(hi), bits)
+        q = torch.clamp(torch.round(x / scale) + zp, 0, 2**bits - 1)
+        outs.append(((q - zp) * scale).reshape(-1))
+    return torch.cat(outs)
+
+
+def _activation(hidden: bool) -> list[dict]:
+    calls = [("train, train, eval", 4, [(8,), (8,), (8,)], [True, True, False], 1.0)]
+    if hidden:
+        calls = [
+            ("eval calls do not move the range", 3, [(6,), (6,), (6,), (6,)],
+             [True, False, True, False], 2.0),
+            ("a shifted batch moves the range by 1% only", 8, [(5, 4), (5, 4)],
+             [True, True], 10.0),
+            ("2 bits", 2, [(10,), (10,)], [True, False], 1.0),
+            ("all-positive activations (after ReLU)", 5, [(12,), (12,), (12,)],
+             [True, True, False], -1.0),
+        ]
+    cases = []
+    for i, (label, bits, shapes, training, shift) in enumerate(calls):
+        seed = 100 + 10 * i + 50 * hidden
+        batches = [uniform(seed + j, shape, -1.0, 1.0) for j, shape in enumerate(shapes)]
+        if shift > 0:
+            batches[-1] = batches[-1] * shift
+        else:
+            batches = [b.abs() for b in batches]
+        module = FakeQuantize.for_activations(bits, observer="moving_average")
+        expected = run_activation_quantizer(module, batches, training)
+        alternatives = distinct(expected, [_moving_average_f32(batches, training, bits)])
+        cases.append(case("activation_fake_quant", label, "float_tensor",
+                          [batches, training, bits], expected, alternatives=alternatives))
+    return cases
+
+
+def _fold(hidden: bool) -> list[dict]:
+    calls = [("Conv2d + BatchNorm2d", "conv_linear", 1, 0),
+             ("Linear + BatchNorm1d", "mlp", 2, 1)]
+    if hidden:
+        calls = [("Conv2d + BatchNorm2d, other statistics", "conv_linear", 3, 0),
+                 ("Linear + BatchNorm1d, other statistics", "mlp", 4, 1),
+                 ("Conv2d + BatchNorm2d, a third model", "conv_linear", 5, 0)]
+    cases = []
+    for label, name, seed, index in calls:
+        model = build_fixture(name, seed)
+        folded = fold_batch_norm(model[index], model[index + 1])
+        expected = {k: v.detach().clone() for k, v in folded.state_dict().items()}
+        cases.append(case("fold_batch_norm", label, "model",
+                          [{"__model__": name, "seed": seed}, index], expected,
+                          quantized=sorted(expected), rtol=1e-5))
+    return cases
+
+
+EXERCISES = {
+    "ste_forward": _forward,
+    "ste_backward": _backward,
+    "activation_fake_quant": _activation,
+    "fold_batch_norm": _fold,
+}
+
+
+def build() -> dict[str, bytes]:
+    """Visible and hidden reference files of lab03, as ``{path from repo root: bytes}``."""
+    return reference_files(LAB, EXERCISES)
