@@ -74,12 +74,18 @@ SUPPORTED = ("Linear", "Conv2d", "BatchNorm1d/2d after its layer", "ReLU", "MaxP
              "Flatten", "Identity", "Dropout")
 
 
-def _leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def leaf_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Leaf modules of nested ``nn.Sequential``s in order, names joined with ``_`` (the
+    names :func:`plan_model` gives them).
+
+    >>> [n for n, _ in leaf_modules(nn.Sequential(nn.Flatten(), nn.Sequential(nn.ReLU())))]
+    ['0', '1_0']
+    """
     out = []
     for name, child in module.named_children():
         full = f"{prefix}{name}"
         if type(child) is nn.Sequential:
-            out.extend(_leaves(child, f"{full}_"))
+            out.extend(leaf_modules(child, f"{full}_"))
         else:
             out.append((full, child))
     return out
@@ -118,7 +124,7 @@ def plan_model(model: nn.Module) -> list[Block]:
     eval mode: folding uses the running statistics.
     """
     model = _check_sequential(model)
-    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, NO_OPS)]
+    leaves = [(n, m) for n, m in leaf_modules(model) if not isinstance(m, NO_OPS)]
     blocks: list[Block] = []
     i = 0
     while i < len(leaves):
