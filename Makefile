@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 results: $(STAMP)
-	$(BIN)/python -m autograder results
+	$(BIN)/python -m course.claims labs
 
 lint: $(STAMP)
 	$(BIN)/ruff check course tests benchmarks autograder

@@ -1,0 +1,126 @@
+"""The lecture's claims beside what this machine measured: the table of ``make results``
+(``python -m course.claims [labs folder]``).
+
+Each :class:`Claim` names the lab that tests it, the claim as the lecture states it (with its
+source), and how to read the measurement from the lab's ``results.json``. A lab that has not
+been run yet, or a results file from an older version of a lab, gives "not measured yet".
+
+>>> rows = claim_rows({"lab01_direct_quantization": {"sqnr_db_per_bit": {"g": 6.28}}})
+>>> rows[0]["measured here"]
+'6.28 dB per bit (fitted, 4-8 bits; g)'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NOT_MEASURED = "not measured yet (run the lab)"
+LECTURE = "lecture"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the lecture and how its lab's results show the measured counterpart."""
+
+    lab: str
+    claim: str
+    source: str
+    measured: Callable[[dict], str]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def _sqnr(r: dict) -> str:
+    return "; ".join(f"{v:.2f} dB per bit (fitted, 4-8 bits; {k})"
+                     for k, v in r["sqnr_db_per_bit"].items())
+
+
+def _direct(r: dict, index: int, key: str = "per channel") -> str:
+    d = r["direct_quantization"]
+    return f"{_pct(d[key][index])} at {d['bits'][index]} bit (float {_pct(d['float'])})"
+
+
+def _ptq(r: dict, mode: str) -> str:
+    rows = [row for row in r["ptq_table"] if row["mode"] == mode]
+    return "; ".join(f"{row['model']}: {1 / row['size vs fp32']:.2f}x smaller, "
+                     f"{row['speedup vs fp32']:.2f}x speed, {_pct(row['accuracy'])}"
+                     for row in rows)
+
+
+def _qat(r: dict) -> str:
+    out = []
+    for row in r["ptq_vs_qat"]:
+        if row["bits"] in (4, 2):
+            out.append(f"{row['model']} {row['bits']} bits: PTQ {_pct(row['PTQ'])}, "
+                       f"QAT {_pct(row['QAT'])} (float {_pct(row['float'])})")
+    return "; ".join(out)
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("lab01_direct_quantization", "each extra bit adds about 6 dB of SQNR",
+          "uniform quantization theory (10 log10 4 = 6.02 dB)", _sqnr),
+    Claim("lab01_direct_quantization", "float MLP 784-512-64-10: 97.76 %",
+          LECTURE + ", hands-on (full MNIST, TF + Larq)",
+          lambda r: f"{_pct(r['direct_quantization']['float'])} (embedded MNIST, 3,500 "
+                    "training images)"),
+    Claim("lab01_direct_quantization", "directly binarized (1-bit) MLP: 51.78 %",
+          LECTURE + ", hands-on", lambda r: _direct(r, -1)),
+    Claim("lab02_post_training_quantization", "dynamic range int8: 4x smaller, 2-3x speedup",
+          LECTURE, lambda r: _ptq(r, "dynamic range int8")),
+    Claim("lab02_post_training_quantization", "full integer int8: 4x smaller, 3x+ speedup",
+          LECTURE, lambda r: _ptq(r, "full integer int8")),
+    Claim("lab02_post_training_quantization", "float16: 2x smaller, no CPU speedup",
+          LECTURE, lambda r: _ptq(r, "float16")),
+    Claim("lab03_quantization_aware_training",
+          "QAT typically gives higher accuracy than PTQ, close to float", LECTURE, _qat),
+)
+
+
+def load_results(labs_dir: str | Path) -> dict[str, dict]:
+    """``{lab: results}`` from every ``<labs_dir>/<lab>/results.json`` that exists."""
+    folder = Path(labs_dir)
+    if not folder.is_dir():
+        raise ValueError(f"labs_dir: no such folder {folder}")
+    out = {}
+    for path in sorted(folder.glob("*/results.json")):
+        try:
+            out[path.parent.name] = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from err
+    return out
+
+
+def claim_rows(results: Mapping[str, Any], claims: tuple[Claim, ...] = CLAIMS) -> list[dict]:
+    """One row per claim: lab, claim, source, measured here."""
+    rows = []
+    for c in claims:
+        data = results.get(c.lab)
+        try:
+            measured = NOT_MEASURED if data is None else c.measured(data)
+        except (KeyError, IndexError, TypeError, ZeroDivisionError):
+            measured = "not in this results.json (re-run the lab)"
+        rows.append({"lab": c.lab, "claim": c.claim, "source": c.source,
+                     "measured here": measured})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the claims table for the labs folder given (default ``labs``)."""
+    import sys
+
+    from course.tables import markdown_table
+
+    args = sys.argv[1:] if argv is None else argv
+    folder = Path(args[0]) if args else Path("labs")
+    print(markdown_table(claim_rows(load_results(folder))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

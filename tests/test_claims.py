@@ -1,0 +1,54 @@
+"""course.claims: every claim reads its lab's results; missing or old results say so."""
+
+import json
+
+import pytest
+
+from course.claims import CLAIMS, NOT_MEASURED, claim_rows, load_results
+
+RESULTS = {
+    "lab01_direct_quantization": {
+        "sqnr_db_per_bit": {"Gaussian": 6.28},
+        "direct_quantization": {"bits": ["8", "1"], "float": 0.954,
+                                "per channel": [0.954, 0.784], "per tensor": [0.954, 0.78]}},
+    "lab02_post_training_quantization": {"ptq_table": [
+        {"model": "mlp", "mode": m, "size vs fp32": s, "speedup vs fp32": 2.0, "accuracy": 0.95}
+        for m, s in (("dynamic range int8", 0.25), ("full integer int8", 0.25),
+                     ("float16", 0.5))]},
+    "lab03_quantization_aware_training": {"ptq_vs_qat": [
+        {"model": "cnn", "bits": 2, "PTQ": 0.2, "QAT": 0.85, "float": 0.97}]},
+}
+
+
+def test_every_claim_reads_its_measurement():
+    rows = claim_rows(RESULTS)
+    assert len(rows) == len(CLAIMS)
+    measured = [r["measured here"] for r in rows]
+    assert "6.28 dB per bit" in measured[0]
+    assert measured[2] == "78.40 % at 1 bit (float 95.40 %)"
+    assert "mlp: 4.00x smaller, 2.00x speed" in measured[3]
+    assert "mlp: 2.00x smaller" in measured[5]
+    assert measured[6] == "cnn 2 bits: PTQ 20.00 %, QAT 85.00 % (float 97.00 %)"
+
+
+def test_missing_and_outdated_results_are_said_so(tmp_path):
+    rows = claim_rows({"lab01_direct_quantization": {"other": 1}})
+    assert rows[0]["measured here"].startswith("not in this results.json")
+    assert rows[3]["measured here"] == NOT_MEASURED
+    (tmp_path / "lab01_direct_quantization").mkdir()
+    (tmp_path / "lab01_direct_quantization" / "results.json").write_text(json.dumps({"a": 1}))
+    assert load_results(tmp_path) == {"lab01_direct_quantization": {"a": 1}}
+    (tmp_path / "lab01_direct_quantization" / "results.json").write_text("{")
+    with pytest.raises(ValueError, match="not JSON"):
+        load_results(tmp_path)
+    with pytest.raises(ValueError, match="no such folder"):
+        load_results(tmp_path / "missing")
+
+
+def test_main_prints_the_table(tmp_path, capsys):
+    from course.claims import main
+
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| lab | claim | source | measured here |")
+    assert out.count(NOT_MEASURED) == len(CLAIMS)
