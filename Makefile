@@ -34,7 +34,7 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-release: $(STAMP)
+release: references
 	$(BIN)/python -m autograder release
 
 references: $(STAMP)
