@@ -12,7 +12,12 @@ from torch import nn
 
 from course import ptq
 from course.data import mnist_loaders
-from course.kernels import int8_gemm_reference, requantize_reference
+from course.kernels import (
+    conv2d_int8_reference,
+    int8_gemm_reference,
+    max_pool2d_int8_reference,
+    requantize_reference,
+)
 from course.measure import model_size_bytes
 from course.models import MLP, SmallCNN, SmallResNet
 from course.quant import affine_qparams, dequantize, quantize, symmetric_scale
@@ -213,6 +218,36 @@ def test_int_linear_is_exact_integer_arithmetic(random_cnn_int):
     expected = requantize_reference(acc.to(torch.int32), fc.multiplier, fc.shift.long(),
                                     int(fc.output_zero_point))
     assert torch.equal(fc(q), expected)
+
+
+@pytest.mark.parametrize("name, shape", [("conv1", (5, 28, 28, 1)), ("conv2", (5, 14, 14, 16))])
+def test_int_conv_is_exact_integer_arithmetic(random_cnn_int, name, shape):
+    """The fused conv layer (each on its own path) equals the unfused integer reference:
+    int64 conv, int32 bias with the input zero point folded in, requantization with the ReLU
+    clamp, then max pooling of the codes."""
+    conv = getattr(random_cnn_int, name)
+    q = torch.randint(-128, 128, shape, generator=_gen(8), dtype=torch.int8)
+    q[0], q[1, :, :7] = -128, 127
+    z_in, z_out = int(conv.input_zero_point), int(conv.output_zero_point)
+    acc = conv2d_int8_reference(q, conv.weight, padding=conv.padding, pad_value=z_in)
+    bias = conv.bias.to(torch.int64) - z_in * conv.weight.to(torch.int64).sum((1, 2, 3))
+    codes = requantize_reference(acc, conv.multiplier, conv.shift.long(), z_out, bias=bias,
+                                 qmin=z_out)
+    assert torch.equal(conv(q), max_pool2d_int8_reference(codes, *conv.pool))
+    assert f"{name}: {conv._conv.path}" in random_cnn_int.kernels["int8_conv"]
+
+
+def test_integer_model_copies_and_pickles(random_cnn_int):
+    import copy
+    import io
+
+    x = torch.rand(3, 1, 28, 28, generator=_gen(9))
+    want = random_cnn_int(x)
+    buffer = io.BytesIO()
+    torch.save(random_cnn_int, buffer)
+    buffer.seek(0)
+    for other in (copy.deepcopy(random_cnn_int), torch.load(buffer, weights_only=False)):
+        assert torch.equal(other(x), want)
 
 
 def test_int_conv_matches_its_fake_quant_twin_within_one_lsb(random_cnn_int):

@@ -6,7 +6,12 @@ int8 (this package's int8 modules, channels-last activations):
   oneDNN's VNNI/AMX kernels where verified exact, else an exact float32 blocked matmul);
 * :mod:`course.kernels.requantize` — fixed-point requantization int32 -> int8 (integer
   multiplier in [2**30, 2**31), rounding right shift, bias and zero points fused);
-* :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM;
+* :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM (int32 out);
+* :mod:`course.kernels.int8_conv_fused` — int8 Conv2d fused with requantization, ReLU and
+  max pooling (int8 in, int8 out), over three exact paths: a direct kernel for small K
+  (:mod:`~course.kernels.int8_conv_direct`), PyTorch's oneDNN int8 convolution asked for
+  its exact sums (:mod:`~course.kernels.int8_conv_onednn`, verified per shape), or im2col
+  + the int8 GEMM;
 * :mod:`course.kernels.int8_activation` — integer ReLU, int8 max pooling, and max pooling
   fused with requantization;
 * :mod:`course.kernels.int8_dynamic` — on-the-fly activation quantization and the float
@@ -59,6 +64,11 @@ from course.kernels.int8_activation import (  # noqa: E402
     requantize_max_pool2d_reference,
 )
 from course.kernels.int8_conv import conv2d_int8, conv2d_int8_reference, im2col_int8
+from course.kernels.int8_conv_fused import (
+    Conv2dRequantize,
+    conv2d_requantize_int8,
+    conv2d_requantize_int8_reference,
+)
 from course.kernels.int8_dynamic import (
     activation_qparams,
     dequantize_accumulators,
@@ -84,8 +94,9 @@ from course.kernels.requantize import (
 )
 
 REQUANTIZE_PATH = "numba: one fused pass (bias, multiply, rounding shift, zero point, clamp)"
-CONV_PATH = ("numba im2col (channels last; built transposed for one input channel) + int8_gemm, "
-             "then requantization with max pooling fused")
+CONV_PATH = ("fused conv + requantization + max pooling, per layer: direct (small K), "
+             "oneDNN exact sums (where verified) or im2col + int8_gemm; the chosen path of each "
+             "layer is in IntegerModel.kernels")
 
 
 def backend() -> str:
@@ -112,6 +123,9 @@ def backend_report() -> dict[str, str]:
 
 
 __all__ = [
+    "Conv2dRequantize",
+    "conv2d_requantize_int8",
+    "conv2d_requantize_int8_reference",
     "PackedBits",
     "binary_conv2d",
     "pack_conv_weight",

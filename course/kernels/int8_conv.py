@@ -19,9 +19,11 @@ the input zero point is not done here: fold ``-z_x * w[o].sum()`` into the int32
 The fast path lays the receptive fields out as rows (:func:`im2col_int8`, one pass in
 numba) and multiplies them with :func:`course.kernels.int8_gemm.int8_gemm`; its
 ``[B * H_out * W_out, C_out]`` result *is* the channels-last output, no copy needed.
-Why not PyTorch's quantized conv (``torch.ops.quantized.conv2d``)? It requantizes inside,
-in float, and returns 8-bit codes: there is no int32 accumulator to requantize with this
-course's integer-only rule, so it could not be bit-exact with :func:`conv2d_int8_reference`.
+A layer of an integer-only network does not call this function on its whole batch: it
+runs :class:`course.kernels.int8_conv_fused.Conv2dRequantize`, which fuses the conv with
+requantization and max pooling over chunks of images (and may take its accumulators from
+a direct float32-exact kernel or from PyTorch's oneDNN int8 convolution, verified against
+this one); :func:`conv2d_int8` stays the plain, exact int32 convolution.
 
 >>> x = torch.ones(1, 3, 3, 1, dtype=torch.int8)
 >>> w = torch.ones(1, 3, 3, 1, dtype=torch.int8)

@@ -1,10 +1,14 @@
 """Integer-only layers: int8 activations (channels last), int8 weights, int32 bias.
 
 Between :class:`QuantizeInput` and :class:`DequantizeOutput` nothing is float: each
-:class:`IntLinear` / :class:`IntConv2d` multiplies int8 by int8 into int32
-(:func:`course.kernels.int8_gemm`), adds its int32 bias and requantizes to int8 with a
-per-channel fixed-point multiplier and shift (:mod:`course.kernels.requantize`), a ReLU
-being the clamp at the output zero point and a following max pool fused in.
+:class:`IntLinear` / :class:`IntConv2d` multiplies int8 by int8 into int32, adds its int32
+bias and requantizes to int8 with a per-channel fixed-point multiplier and shift
+(:mod:`course.kernels.requantize`), a ReLU being the clamp at the output zero point and a
+following max pool fused in. :class:`IntLinear` runs :func:`course.kernels.int8_gemm`;
+:class:`IntConv2d` runs :class:`course.kernels.int8_conv_fused.Conv2dRequantize` (conv,
+bias, requantization, ReLU and pool in one pass over cache-sized chunks of images; the
+exact accumulators come from a direct kernel, oneDNN's int8 conv or the int8 GEMM — see
+``IntegerModel.kernels`` for which, per layer).
 
 Conventions: activations are signed int8 with a per-tensor scale and zero point
 (asymmetric: the unsigned 8-bit qparams of ``course.quant.affine_qparams`` moved by -128);
@@ -30,16 +34,15 @@ from torch import nn
 
 from course.kernels import (
     backend_report,
-    conv2d_int8,
     int8_gemm,
     max_pool2d_int8,
     prepare_requantize,
     quantize_multiplier_per_channel,
     quantize_to_int8,
     relu_int8,
-    requantize_max_pool2d_prepared,
     requantize_prepared,
 )
+from course.kernels.int8_conv_fused import FUSED_CONV_PATH, Conv2dRequantize
 from course.quant import per_channel_scale, quantize
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -78,12 +81,17 @@ def fake_quantize_codes(y: torch.Tensor, scale: float, zero_point: int, qmin: in
     return (q - zero_point) * scale
 
 
+def _refresh_after_load(module: IntModule, _incompatible_keys: object) -> None:
+    """Load-state-dict hook (a module-level function, so that models can be pickled)."""
+    module.refresh()
+
+
 class IntModule(nn.Module):
     """Base class: stores qparams as buffers, refreshes prepared arguments after loading."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_load_state_dict_post_hook(lambda module, _: module.refresh())
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def _scalar(self, name: str, value: float | int, dtype: torch.dtype) -> None:
         self.register_buffer(name, torch.tensor(value, dtype=dtype))
@@ -265,7 +273,8 @@ class IntLinear(_IntLayer):
 
 class IntConv2d(_IntLayer):
     """int8 ``[B, H, W, C_in]`` -> int8 ``[B, H', W', C_out]``: conv, bias, requantize,
-    ReLU and an optional max pool fused into the requantization."""
+    ReLU and an optional max pool, fused (:class:`Conv2dRequantize`, prepared in
+    :meth:`refresh`)."""
 
     def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor,
                  bias_q: torch.Tensor, input_qparams: QParams, output_qparams: QParams,
@@ -278,6 +287,12 @@ class IntConv2d(_IntLayer):
         super().__init__(weight_q, weight_scale, bias_q, input_qparams, output_qparams, relu)
         self.stride, self.padding, self.pool = tuple(stride), tuple(padding), pool
         self.refresh()
+
+    def refresh(self) -> None:
+        super().refresh()
+        self._conv = Conv2dRequantize(self.weight, self._params, stride=self.stride,
+                                      padding=self.padding, pad_value=self._z_in,
+                                      pool=self.pool)
 
     @classmethod
     def from_float(cls, layer: nn.Conv2d, input_qparams: QParams, output_qparams: QParams,
@@ -293,12 +308,7 @@ class IntConv2d(_IntLayer):
                    tuple(layer.stride), tuple(layer.padding), pool_args)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        q = _check_codes(q, "q", (4,))
-        acc = conv2d_int8(q, self.weight, stride=self.stride, padding=self.padding,
-                          pad_value=self._z_in)
-        if self.pool is None:
-            return requantize_prepared(acc, self._params)
-        return requantize_max_pool2d_prepared(acc, self._params, *self.pool)
+        return self._conv(_check_codes(q, "q", (4,)))
 
     def fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(_to_nchw(x), _to_nchw(self._w_hat), self._b_hat, self.stride,
@@ -310,7 +320,7 @@ class IntConv2d(_IntLayer):
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}, "
-                f"pool={self.pool}")
+                f"pool={self.pool}, path={self._conv.path!r}")
 
 
 class IntReLU(IntModule):
@@ -364,12 +374,18 @@ class IntegerModel(nn.Sequential):
     """An integer-only network: ``QuantizeInput``, int8 layers, ``DequantizeOutput``.
 
     ``forward(x)`` takes the float model's input and returns float32 outputs; everything
-    in between is int8/int32. ``kernels`` reports which kernel paths run.
+    in between is int8/int32. ``kernels`` reports which kernel paths run (for the conv
+    layers: each layer's path, and why it fell back if it did).
     """
 
     @property
     def kernels(self) -> dict[str, str]:
-        return backend_report()
+        report = backend_report()
+        paths = ", ".join(
+            f"{name}: {m._conv.path}" + (f" [{m._conv.fallback}]" if m._conv.fallback else "")
+            for name, m in self.named_children() if isinstance(m, IntConv2d))
+        report["int8_conv"] = FUSED_CONV_PATH + (f" ({paths})" if paths else "")
+        return report
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
