@@ -13,6 +13,8 @@ export PYTHONHASHSEED := 0
 LAB         ?=
 SUBMISSIONS ?=
 OUT         ?= autograder/work/out
+JOBS        ?=
+REGRADE     ?=
 NB          ?=
 PORT        ?= 8888
 PYTEST_ARGS ?=
@@ -22,6 +24,7 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null 2>&1; then (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || echo "WARNING: could not install bubblewrap: make autograde will NOT sandbox student code"; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_SPEC)
@@ -41,8 +44,8 @@ references: $(STAMP)
 	$(BIN)/python -m autograder references
 
 autograde: $(STAMP)
-	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>]"; exit 2; }
-	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)"
+	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>] [JOBS=<n>] [REGRADE=1]"; exit 2; }
+	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)" $(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade)
 
 check: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make check NB=<path/to/notebook.ipynb>"; exit 2; }

@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 WORK = "autograder/work"
 COURSE_ID = "quantization-in-neural-networks"
 CELL_TIMEOUT_S = 120  # per executed cell, while grading
+NOTEBOOK_TIMEOUT_S = 600  # per graded notebook, all cells together
 
 # The feedback preprocessor below lives in this repository's `autograder` package.
 if ROOT not in sys.path:
@@ -59,7 +60,8 @@ c.CourseDirectory.ignore = [
 ]
 
 # Grading: a per-cell time limit; a deleted test cell is put back and run rather than
-# silently scoring 0.
+# silently scoring 0. (`python -m autograder` also restores deleted locked cells and the
+# metadata of every graded cell before nbgrader sees a submission: autograder/intake.py.)
 c.ExecutePreprocessor.timeout = CELL_TIMEOUT_S
 # The kernel's own start-up warnings (it prints them to the grader's terminal) are noise.
 c.ExecutePreprocessor.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
@@ -73,3 +75,21 @@ c.GenerateFeedback.preprocessors = [
     ClearHiddenTestTracebacks,
     ClearHiddenTests,
 ]
+# Feedback pages show what a student's code displayed: no scripts from it.
+c.HTMLExporter.sanitize_html = True
+
+# The sandbox every graded notebook runs in, and its limits (autograder/sandbox.py, read by
+# `python -m autograder`; nbgrader itself ignores this section). mode: "auto" sandboxes with
+# bubblewrap where the machine allows and warns loudly where it does not; "require" refuses to
+# grade without it; "off" never sandboxes (and warns).
+c.Sandbox.mode = "auto"
+c.Sandbox.memory_mb = 4096  # address space of each process
+c.Sandbox.cpu_s = 900  # CPU seconds of each process
+c.Sandbox.processes = 512  # processes and threads of one sandbox user
+c.Sandbox.file_mb = 64  # largest file written
+c.Sandbox.scratch_mb = 64  # the private working folder and home (tmpfs)
+c.Sandbox.tmp_mb = 256  # /tmp (tmpfs)
+c.Sandbox.notebook_timeout_s = NOTEBOOK_TIMEOUT_S
+c.Sandbox.output_kb_per_cell = 256  # output kept per cell ...
+c.Sandbox.output_kb_per_notebook = 2048  # ... and per notebook
+c.Sandbox.message_mb = 32  # largest message accepted from a kernel

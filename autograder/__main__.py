@@ -2,7 +2,8 @@
 
     release [LAB ...]                                  make release
     references [--check]                               make references
-    autograde --lab L --submissions DIR [--out OUT]    make autograde
+    autograde --lab L --submissions DIR [--out OUT] [--jobs N] [--regrade]
+                                                       make autograde
     check NB [--lab L]                                 make check
     results [--labs DIR] [--out FILE]                  make results
 
@@ -62,7 +63,8 @@ def _references(args: argparse.Namespace) -> int:
 def _autograde(args: argparse.Namespace) -> int:
     from autograder.grade import autograde
 
-    report = autograde(args.lab, args.submissions, args.out, _layout(args))
+    report = autograde(args.lab, args.submissions, args.out, _layout(args), jobs=args.jobs,
+                       regrade=args.regrade)
     print(report.summary())
     return EXIT_ATTENTION if report.failed else EXIT_OK
 
@@ -118,6 +120,10 @@ def parser() -> argparse.ArgumentParser:
                        help="folder of <student_id>/<lab>/<notebook>.ipynb")
     grade.add_argument("--out", type=Path, default=None,
                        help="output folder (default: autograder/work/out)")
+    grade.add_argument("--jobs", type=int, default=None,
+                       help="submissions graded at a time (default: the number of cores)")
+    grade.add_argument("--regrade", action="store_true",
+                       help="run unchanged submissions again (default: reuse their grades)")
     grade.set_defaults(run=_autograde)
 
     check = commands.add_parser("check", parents=[common], help="grade one notebook")

@@ -17,23 +17,21 @@ lab01_direct_quantization.ipynb, graded as lab01_direct_quantization (hidden tes
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from nbgrader.converters import Autograde
+from nbgrader.utils import determine_grade
 
-from autograder.grade import record_lab
-from autograder.session import (
-    CourseLayout,
-    GradingError,
-    check_lab_name,
-    notebook_problem,
-    open_gradebook,
-    run_converter,
-)
+from autograder.grade import job_for, record_lab
+from autograder.intake import read_notebook, take_in
+from autograder.materials import hidden_references_path, prepare
+from autograder.sandbox import UID_BASE, Limits, probe_support, sandbox_mode
+from autograder.session import CourseLayout, GradingError, check_lab_name, load_config
+from autograder.worker import OUT, Job, run_job
 
 CHECK_STUDENT = "self-check"
 
@@ -46,7 +44,7 @@ class CellResult:
     score: float
     max_score: float
     manual: bool
-    error: str = ""  # "ename: evalue" of the first error the cell raised
+    error: str = ""  # "ename: evalue" of the error that decided the cell
 
     @property
     def passed(self) -> bool:
@@ -60,6 +58,7 @@ class CheckReport:
     notebook: Path
     lab: str
     cells: tuple[CellResult, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def auto_score(self) -> float:
@@ -81,6 +80,7 @@ class CheckReport:
         """The lines ``make check`` prints."""
         width = max((len(c.grade_id) for c in self.cells), default=0)
         lines = [f"{self.notebook.name}, graded as {self.lab} (hidden tests included)"]
+        lines += [f"  note: {note}" for note in self.notes]
         for c in self.cells:
             head = f"  {c.grade_id:<{width}}"
             if c.manual:
@@ -135,38 +135,15 @@ def error_message(output: dict) -> str:
     return f"{ename}: {evalue}" if evalue else ename
 
 
-def _cell_errors(notebook: nbformat.NotebookNode) -> dict[str, str]:
-    """grade_id -> 'ename: evalue' of the first error output of each graded cell."""
-    errors = {}
-    for cell in notebook.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        for output in cell.get("outputs", []):
-            if grade_id and output.get("output_type") == "error":
-                errors[grade_id] = error_message(output)
-                break
-    return errors
-
-
-def _graded_cells(notebook: nbformat.NotebookNode) -> list[tuple[str, bool]]:
-    """(grade_id, graded by hand) of each graded cell, in order."""
-    cells = []
-    for cell in notebook.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade") or meta.get("task"):
-            manual = bool(meta.get("task")) or bool(meta.get("solution")) or (
-                cell.cell_type != "code"
-            )
-            cells.append((meta["grade_id"], manual))
-    return cells
-
-
 def check_notebook(
     notebook: Path, lab: str | None = None, layout: CourseLayout | None = None
 ) -> CheckReport:
     """Grade ``notebook`` as the autograder would; return each graded cell's result.
 
-    ``lab`` defaults to the one ``find_lab`` finds. Raises ValueError when the notebook or
-    its lab cannot be found or read, GradingError when nbgrader cannot grade it.
+    The same pipeline as a class run, for one submission: intake, the sandboxed kernel, the
+    grader's verdicts, the fresh re-run of plain tests. ``lab`` defaults to the one
+    ``find_lab`` finds. Raises ValueError when the notebook or its lab cannot be found or
+    read, GradingError when nbgrader cannot grade it.
     """
     layout = CourseLayout.from_config() if layout is None else layout
     if not isinstance(notebook, (str, Path)):
@@ -174,43 +151,51 @@ def check_notebook(
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
         raise ValueError(f"notebook: no such file {notebook}")
-    problem = notebook_problem(notebook)
+    _, _, problem = read_notebook(notebook)
     if problem:
         raise ValueError(f"notebook: {problem}")
     if lab is None:
         lab, name = find_lab(notebook, layout)
     else:
         name = _source_name(notebook, check_lab_name(lab), layout)
-    source_notebook = layout.source_dir / lab / f"{name}.ipynb"
-    graded = _graded_cells(nbformat.read(str(source_notebook), as_version=4))
+    config = load_config()
+    support = probe_support(sandbox_mode(config))
 
     with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
+        os.chmod(tmp, 0o755)
         scratch = CourseLayout(
             root=Path(tmp), source=layout.source, release=layout.release, work=layout.work
         )
         shutil.copytree(layout.source_dir / lab, scratch.source_dir / lab)
-        record_lab(scratch, lab)
-        submitted = scratch.step_dir("submitted") / CHECK_STUDENT / lab
-        submitted.mkdir(parents=True)
-        shutil.copyfile(notebook, submitted / f"{name}.ipynb")
-        run = run_converter(Autograde, scratch, lab, student=CHECK_STUDENT, force=True)
-        if not run.success:
-            raise GradingError(f"grading {notebook.name} failed: {run.reason()}\n{run.log}")
-        autograded = scratch.step_dir("autograded") / CHECK_STUDENT / lab / f"{name}.ipynb"
-        errors = _cell_errors(nbformat.read(str(autograded), as_version=4))
-        with open_gradebook(scratch) as gradebook:
-            grades = {
-                grade.name: grade
-                for grade in gradebook.find_submission_notebook(name, lab, CHECK_STUDENT).grades
-            }
-            cells = tuple(
-                CellResult(
-                    grade_id=grade_id,
-                    score=float(grades[grade_id].score),
-                    max_score=float(grades[grade_id].max_score),
-                    manual=manual,
-                    error="" if manual else errors.get(grade_id, ""),
-                )
-                for grade_id, manual in graded
-            )
-    return CheckReport(notebook, lab, cells)
+        hidden = hidden_references_path(layout, lab)
+        if hidden.is_file():
+            hidden_refs = scratch.root / "autograder" / "references" / f"{lab}.json"
+            hidden_refs.parent.mkdir(parents=True)
+            shutil.copyfile(hidden, hidden_refs)
+        record_lab(scratch, lab, config)
+        materials = prepare(scratch, lab, config, Limits.from_config(config), support)
+        student_dir = Path(tmp) / "submission" / CHECK_STUDENT
+        (student_dir / lab).mkdir(parents=True)
+        shutil.copyfile(notebook, student_dir / lab / f"{name}.ipynb")
+        intake = take_in(student_dir, lab, materials.released)
+        if intake.problem:
+            raise ValueError(f"notebook: {intake.problem}")
+        job = job_for(intake, materials, scratch, config)
+        result = run_job(Job(**{**job.__dict__, "uid": UID_BASE + 1}))
+        if not result["graded"]:
+            raise GradingError(f"grading {notebook.name} failed: {result['problem']}")
+        graded = nbformat.read(str(Path(job.job_dir) / OUT / f"{name}.ipynb"), as_version=4)
+        cells = []
+        for cell in graded.cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if not (meta.get("grade") or meta.get("task")):
+                continue
+            manual = bool(meta.get("task")) or bool(meta.get("solution")) or (
+                cell.cell_type != "code")
+            score, max_score = (0.0, float(meta.get("points", 0))) if manual else (
+                determine_grade(cell))
+            errors = [error_message(o) for o in cell.get("outputs", [])
+                      if o.get("output_type") == "error"]
+            cells.append(CellResult(meta["grade_id"], float(score or 0.0), float(max_score),
+                                    manual, "" if manual or not errors else errors[-1]))
+    return CheckReport(notebook, lab, tuple(cells), tuple(intake.notes))

@@ -1,62 +1,99 @@
-"""``autograde``: grade a class's submissions of one lab, student by student.
+"""``autograde``: grade a class's submissions of one lab, in parallel, sandboxed.
 
-``submissions`` holds nbgrader's submitted layout, ``<student_id>/<lab>/<notebook>.ipynb``.
-For each student, in turn: the submission is copied into the work folder's ``submitted/``,
-nbgrader's ``autograde`` runs on that student alone (so one broken submission cannot stop
-the others: it is reported, with the reason, and the rest are graded), then feedback is
-generated. The student is added to the gradebook automatically. Re-running regrades
-everything and keeps the manual grades entered in the gradebook.
+``submissions`` holds ``<student_id>/<lab>/<notebook>.ipynb`` (a renamed notebook, or one
+outside the ``<lab>/`` folder, is found too). A class run:
 
-Written to ``out`` (default ``autograder/work/out``):
+1. records the lab's source in the gradebook and prepares the run's materials once
+   (``autograder.materials``: the grading copy of ``course``, inputs-only hidden references,
+   a template gradebook);
+2. takes in each submission (``autograder.intake``): only its notebooks, repaired where they
+   can be, or a reason why not — that student is reported NOT GRADED, the others go on;
+3. grades up to ``jobs`` submissions at a time, each in its own worker process and scratch
+   course, the notebook's kernel in the sandbox (``autograder.worker``);
+4. records each graded submission in the class gradebook, one at a time, through nbgrader's
+   own ``Autograde`` (``autograder.replay``), writes its feedback, and notes it in the
+   ledger (``autograder.ledger``): re-running skips what is unchanged and resumes a run that
+   was stopped; manual grades are kept;
+5. writes ``grades.csv`` and ``scores.csv`` from the gradebook, also when stopped early.
 
-- ``grades.csv``   nbgrader's CSV export (see ``export.GRADES_COLUMNS``)
-- ``scores.csv``   one row per student and graded cell (see ``export.SCORES_COLUMNS``)
-- ``feedback/<student_id>/<lab>/<notebook>.html``   without hidden tests
-- ``autograde.log``  nbgrader's log, student by student
+Written to ``out`` (default ``autograder/work/out``): ``grades.csv``, ``scores.csv``,
+``feedback/<student_id>/<lab>/<notebook>.html`` (no hidden tests), ``autograde.log``.
 
->>> report = autograde("lab01_direct_quantization", Path("submissions"))  # doctest: +SKIP
->>> print(report.summary())                                               # doctest: +SKIP
-lab01_direct_quantization: graded 2 of 3 students, mean score 9.00 / 12.00
+>>> report = autograde("lab01_direct_quantization", Path("submissions"), jobs=2)  # doctest: +SKIP
+>>> print(report.summary())                                                     # doctest: +SKIP
+lab01_direct_quantization: graded 2 of 3 students, mean score 9.00 / 15.00
+...
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import select
 import shutil
-from dataclasses import dataclass
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from nbgrader.api import MissingEntry
 from nbgrader.converters import Autograde, GenerateAssignment, GenerateFeedback
+from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 
-from autograder.export import (
-    cell_scores,
-    graded_cell_ids,
-    write_grades_csv,
-    write_scores_csv,
-)
+from autograder.export import cell_scores, graded_cell_ids, write_grades_csv, write_scores_csv
+from autograder.intake import STUDENT_ID, Intake, take_in
+from autograder.kernel import IPC_BASE_ENV
+from autograder.ledger import Ledger, submission_key
+from autograder.materials import Materials, prepare
+from autograder.replay import ReplayExecution
+from autograder.sandbox import UID_BASE, Limits, probe_support, sandbox_mode
 from autograder.session import (
     GRADER_RELEASE,
+    REPO_ROOT,
     CourseLayout,
     GradingError,
     NbgraderRun,
     check_lab_name,
-    notebook_problem,
+    load_config,
     open_gradebook,
     run_converter,
 )
+from autograder.worker import OUT, RESULT, Job, portable_overrides
 
 DEFAULT_OUT = "out"  # inside the work folder
 LOG_NAME = "autograde.log"
+JOBS_DIR = "jobs"
+LOCK_NAME = "autograde.lock"
+WORKER_MARGIN_S = 240
+"""Seconds a worker may take beyond its notebooks' time limits (start-up, judging)."""
+
+
+def default_jobs() -> int:
+    """Submissions graded at a time by default: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class StudentResult:
     """How one student's submission went.
 
-    ``graded`` is False when nbgrader could not grade it (``problem`` says why); a graded
-    submission may still carry a ``problem`` (a missing notebook, scored 0).
+    ``graded`` is False when it could not be graded (``problem`` says why); ``notes`` say what
+    was repaired, ignored or cut short in a graded one. ``executed`` is False when an
+    unchanged submission was not run again.
     """
 
     student_id: str
@@ -64,6 +101,13 @@ class StudentResult:
     score: float
     max_score: float
     problem: str = ""
+    notes: tuple[str, ...] = ()
+    executed: bool = True
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"graded": self.graded, "score": self.score, "max_score": self.max_score,
+                "problem": self.problem, "notes": list(self.notes), "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -73,6 +117,10 @@ class AutogradeReport:
     lab: str
     out: Path
     students: tuple[StudentResult, ...]
+    jobs: int = 1
+    seconds: float = 0.0
+    sandbox: str = ""
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def graded(self) -> tuple[StudentResult, ...]:
@@ -83,24 +131,40 @@ class AutogradeReport:
         return tuple(s for s in self.students if not s.graded)
 
     @property
+    def executed(self) -> tuple[StudentResult, ...]:
+        return tuple(s for s in self.students if s.executed and s.graded)
+
+    @property
     def mean_score(self) -> float | None:
         graded = self.graded
         return sum(s.score for s in graded) / len(graded) if graded else None
 
+    @property
+    def per_minute(self) -> float | None:
+        """Submissions executed per minute of this run (None if none was executed)."""
+        if not self.executed or self.seconds <= 0:
+            return None
+        return 60.0 * len(self.executed) / self.seconds
+
     def summary(self) -> str:
-        """A few lines for the terminal: counts, mean score, one line per student."""
+        """The lines for the terminal: counts, mean, one line per student, throughput."""
         max_score = max((s.max_score for s in self.students), default=0.0)
         mean = self.mean_score
         mean_text = "no score" if mean is None else f"mean score {mean:.2f} / {max_score:.2f}"
-        lines = [
-            f"{self.lab}: graded {len(self.graded)} of {len(self.students)} students, {mean_text}"
-        ]
+        lines = [*self.warnings,
+                 f"{self.lab}: graded {len(self.graded)} of {len(self.students)} students, "
+                 f"{mean_text}"]
         for s in self.students:
             if s.graded:
-                note = f"  ({s.problem})" if s.problem else ""
-                lines.append(f"  {s.student_id}: {s.score:.2f} / {s.max_score:.2f}{note}")
+                note = f"  ({'; '.join(s.notes)})" if s.notes else ""
+                again = "" if s.executed else "  [unchanged, not run again]"
+                lines.append(f"  {s.student_id}: {s.score:.2f} / {s.max_score:.2f}{again}{note}")
             else:
                 lines.append(f"  {s.student_id}: NOT GRADED: {s.problem}")
+        rate = self.per_minute
+        speed = "" if rate is None else f": {rate:.1f} submissions per minute"
+        lines.append(f"executed {len(self.executed)} submission(s) in {self.seconds:.1f} s with "
+                     f"JOBS={self.jobs}, sandbox: {self.sandbox}{speed}")
         lines.append(f"grades.csv, scores.csv and feedback/ written to {self.out}")
         return "\n".join(lines)
 
@@ -112,28 +176,31 @@ def record_lab(layout: CourseLayout, lab: str, config: Config | None = None) -> 
     not to the release folder. Raises GradingError if nbgrader refuses (for instance cells
     added or removed after submissions were graded).
     """
-    grader_layout = CourseLayout(
-        root=layout.root,
-        source=layout.source,
-        release=f"{layout.work}/{GRADER_RELEASE}",
-        work=layout.work,
-    )
+    grader_layout = CourseLayout(root=layout.root, source=layout.source,
+                                 release=f"{layout.work}/{GRADER_RELEASE}", work=layout.work)
     run = run_converter(GenerateAssignment, grader_layout, lab, config=config, force=True)
     if not run.success:
         raise GradingError(f"could not record {lab} in the gradebook: {run.reason()}\n{run.log}")
 
 
+@contextlib.contextmanager
+def exclusive(work_dir: Path) -> Iterator[None]:
+    """Hold the work folder's lock: two class runs must not write one gradebook at once."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with (work_dir / LOCK_NAME).open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GradingError(f"another autograde is running on {work_dir} (lock "
+                               f"{work_dir / LOCK_NAME})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _students(submissions: Path) -> list[Path]:
-    return sorted(
-        path for path in submissions.iterdir() if path.is_dir() and not path.name.startswith(".")
-    )
-
-
-def _copy_submission(source: Path, dest: Path) -> None:
-    """Replace ``dest`` by a copy of ``source`` (no stale files from an earlier run)."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(source, dest, symlinks=False)
+    return sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _scores(layout: CourseLayout, lab: str, student: str) -> tuple[float, float]:
@@ -146,48 +213,146 @@ def _scores(layout: CourseLayout, lab: str, student: str) -> tuple[float, float]
     return score, max_score
 
 
-def _grade_student(
-    layout: CourseLayout,
-    lab: str,
-    student_dir: Path,
-    notebooks: list[str],
-    out: Path,
-    log: TextIO,
-    config: Config | None,
-) -> StudentResult:
-    student = student_dir.name
-    lab_dir = student_dir / lab
-    if not lab_dir.is_dir():
-        return StudentResult(student, False, 0.0, 0.0, f"no {lab}/ folder in {student_dir}")
-    problems = [notebook_problem(lab_dir / f"{name}.ipynb") for name in notebooks]
-    usable = [name for name, problem in zip(notebooks, problems, strict=True) if not problem]
-    problem_text = "; ".join(p for p in problems if p)
-    if not usable:
-        with open_gradebook(layout) as gradebook:  # listed in grades.csv all the same
-            gradebook.update_or_create_student(student)
-        return StudentResult(student, False, 0.0, 0.0, problem_text)
+def _in_gradebook(layout: CourseLayout, lab: str, student: str) -> bool:
+    with open_gradebook(layout) as gradebook:
+        try:
+            gradebook.find_submission(lab, student)
+        except MissingEntry:
+            return False
+    return (layout.step_dir("autograded") / student / lab).is_dir()
 
-    submitted = layout.step_dir("submitted") / student / lab
-    _copy_submission(lab_dir, submitted)
-    for name, problem in zip(notebooks, problems, strict=True):
-        if problem and (submitted / f"{name}.ipynb").exists():
-            (submitted / f"{name}.ipynb").unlink()  # graded as missing: 0 for that notebook
 
-    run = run_converter(
-        Autograde, layout, lab, student=student, config=config, force=True, create_student=True
-    )
-    _write_log(log, student, "autograde", run)
-    if not run.success:
-        return StudentResult(student, False, 0.0, 0.0, run.reason())
-    run = run_converter(GenerateFeedback, layout, lab, student=student, config=config, force=True)
-    _write_log(log, student, "feedback", run)
-    score, max_score = _scores(layout, lab, student)
-    if not run.success:
-        problem_text = "; ".join(filter(None, [problem_text, f"no feedback: {run.reason()}"]))
-    else:
-        feedback = layout.step_dir("feedback") / student / lab
-        _copy_feedback(feedback, out / "feedback" / student / lab)
-    return StudentResult(student, True, score, max_score, problem_text)
+def _write_log(log: TextIO, student: str, step: str, run: NbgraderRun) -> None:
+    log.write(f"===== {student}: {step} ({'ok' if run.success else 'FAILED'}) =====\n")
+    log.write(run.log)
+    if run.error:
+        log.write(run.error)
+    log.flush()
+
+
+class _Workers:
+    """The class run's worker processes: one per slot (each slot its own sandbox user),
+    kept between submissions, replaced when one hangs or dies."""
+
+    def __init__(self, jobs: int, log_dir: Path) -> None:
+        base = "/tmp" if os.access("/tmp", os.W_OK) else None
+        self.ipc_base = Path(tempfile.mkdtemp(prefix="grader-", dir=base))
+        self.slots: queue.Queue[int] = queue.Queue()
+        for slot in range(jobs):
+            self.slots.put(slot)
+        self.log_dir = log_dir
+        self.processes: dict[int, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def _process(self, slot: int) -> subprocess.Popen:
+        process = self.processes.get(slot)
+        if process is not None and process.poll() is None:
+            return process
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env[IPC_BASE_ENV] = str(self.ipc_base)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"worker-{slot}.log").open("a") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "autograder.worker", "--serve"], cwd=REPO_ROOT, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                start_new_session=True)
+        with self.lock:
+            self.processes[slot] = process
+        return process
+
+    def run(self, job: Job, timeout: float) -> dict:
+        slot = self.slots.get()
+        try:
+            if self.stopping:
+                return {"graded": False, "problem": "the class run was stopped"}
+            job = Job(**{**job.__dict__, "uid": UID_BASE + 1 + slot})
+            job_dir = Path(job.job_dir)
+            (job_dir / "job.json").write_text(job.dumps())
+            process = self._process(slot)
+            try:
+                process.stdin.write(f"{job_dir / 'job.json'}\n")
+                process.stdin.flush()
+                ready, _, _ = select.select([process.stdout], [], [], timeout)
+                line = process.stdout.readline() if ready else None
+            except (BrokenPipeError, OSError, ValueError):
+                line = ""
+            if line is None:
+                self._kill(slot)
+                return {"graded": False,
+                        "problem": f"the grader's worker did not finish in {timeout:.0f} s"}
+            result_path = job_dir / OUT / RESULT
+            if not line or not result_path.is_file():
+                self._kill(slot)
+                return {"graded": False, "problem": "the grader's worker failed (see "
+                                                    f"{self.log_dir / f'worker-{slot}.log'})"}
+            return json.loads(result_path.read_text())
+        finally:
+            self.slots.put(slot)
+
+    def _kill(self, slot: int) -> None:
+        with self.lock:
+            process = self.processes.pop(slot, None)
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            process.wait(timeout=10)
+        self._close_pipes(process)
+
+    @staticmethod
+    def _close_pipes(process: subprocess.Popen) -> None:
+        for pipe in (process.stdin, process.stdout):
+            with contextlib.suppress(Exception):
+                pipe.close()
+
+    def stop(self) -> None:
+        """Kill every worker (and the sandboxes they run)."""
+        self.stopping = True
+        for slot in list(self.processes):
+            self._kill(slot)
+
+    def close(self) -> None:
+        """Let idle workers end (end of input), killing any that does not."""
+        for slot, process in list(self.processes.items()):
+            with contextlib.suppress(Exception):
+                process.stdin.close()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._kill(slot)
+            self._close_pipes(process)
+        shutil.rmtree(self.ipc_base, ignore_errors=True)
+
+
+def job_for(intake: Intake, materials: Materials, layout: CourseLayout, config: Config) -> Job:
+    """The worker job grading ``intake`` (its notebooks written to a fresh job folder)."""
+    job_dir = layout.work_dir / JOBS_DIR / materials.lab / intake.student_id
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    (job_dir / "submitted").mkdir(parents=True)
+    notebooks = {}
+    for name, data in intake.notebooks.items():
+        path = job_dir / "submitted" / f"{name}.ipynb"
+        path.write_bytes(data)
+        notebooks[name] = str(path)
+    return Job(lab=materials.lab, student=intake.student_id, job_dir=str(job_dir),
+               notebooks=notebooks, source_lab=str(layout.source_dir / materials.lab),
+               template_db=str(materials.template_db), lib_dir=str(materials.lib_dir),
+               refs_dir=str(materials.refs_dir), uid=UID_BASE,
+               visible_refs=str(materials.visible_refs or ""),
+               hidden_refs=str(materials.hidden_refs or ""), timestamp=intake.timestamp,
+               overrides=portable_overrides(config))
+
+
+def _worker_notes(result: dict) -> list[str]:
+    notes = []
+    if result.get("stopped"):
+        notes.append(f"stopped early: {result['stopped']}; the cells after it scored 0")
+    return notes
 
 
 def _copy_feedback(source: Path, target: Path) -> None:
@@ -199,11 +364,63 @@ def _copy_feedback(source: Path, target: Path) -> None:
         shutil.copyfile(page, target / page.name)
 
 
-def _write_log(log: TextIO, student: str, step: str, run: NbgraderRun) -> None:
-    log.write(f"===== {student}: {step} ({'ok' if run.success else 'FAILED'}) =====\n")
-    log.write(run.log)
-    if run.error:
-        log.write(run.error)
+def _feedback(layout: CourseLayout, lab: str, student: str, out: Path, config: Config,
+              log: TextIO) -> str:
+    """Generate one student's feedback; '' or the reason it failed."""
+    run = run_converter(GenerateFeedback, layout, lab, student=student, config=config,
+                        force=True)
+    _write_log(log, student, "feedback", run)
+    if not run.success:
+        return f"no feedback: {run.reason()}"
+    _copy_feedback(layout.step_dir("feedback") / student / lab, out / "feedback" / student / lab)
+    return ""
+
+
+def _record(layout: CourseLayout, lab: str, intake: Intake, job: Job, result: dict,
+            out: Path, config: Config, log: TextIO) -> StudentResult:
+    """Record a worker's result in the class gradebook, then write the feedback."""
+    student = intake.student_id
+    if not result.get("graded"):
+        return StudentResult(student, False, 0.0, 0.0, result.get("problem") or "not graded",
+                             tuple(intake.notes), seconds=result.get("seconds", 0.0))
+    submitted = layout.step_dir("submitted") / student / lab
+    if submitted.exists():
+        shutil.rmtree(submitted)
+    submitted.mkdir(parents=True)
+    for name, data in intake.notebooks.items():
+        (submitted / f"{name}.ipynb").write_bytes(data)
+    if intake.timestamp:
+        (submitted / "timestamp.txt").write_text(intake.timestamp + "\n")
+    replay = Config()
+    replay.merge(config)
+    steps = list(config.Autograde.get("autograde_preprocessors",
+                                      Autograde.class_traits()["autograde_preprocessors"].default()))
+    replay.Autograde.autograde_preprocessors = [ReplayExecution if p is Execute else p
+                                                for p in steps]
+    replay.ReplayExecution.executed_dir = str(Path(job.job_dir) / OUT)
+    run = run_converter(Autograde, layout, lab, student=student, config=replay, force=True,
+                        create_student=True)
+    _write_log(log, student, "autograde", run)
+    if not run.success:
+        return StudentResult(student, False, 0.0, 0.0, run.reason(), tuple(intake.notes))
+    notes = [*intake.notes, *_worker_notes(result)]
+    problem = _feedback(layout, lab, student, out, config, log)
+    if problem:
+        notes.append(problem)
+    score, max_score = _scores(layout, lab, student)
+    return StudentResult(student, True, score, max_score, "", tuple(notes),
+                         seconds=result.get("seconds", 0.0))
+
+
+def _write_csvs(layout: CourseLayout, lab: str, out: Path) -> None:
+    order = [gid for path in layout.lab_notebooks(lab) for gid in graded_cell_ids(path)]
+    with open_gradebook(layout) as gradebook:
+        for name, write in (("grades.csv", lambda p: write_grades_csv(gradebook, lab, p)),
+                            ("scores.csv", lambda p: write_scores_csv(
+                                cell_scores(gradebook, lab, order), p))):
+            temporary = out / f".{name}.tmp"
+            write(temporary)
+            os.replace(temporary, out / name)
 
 
 def autograde(
@@ -212,37 +429,108 @@ def autograde(
     out: Path | None = None,
     layout: CourseLayout | None = None,
     config: Config | None = None,
+    jobs: int | None = None,
+    regrade: bool = False,
 ) -> AutogradeReport:
     """Grade every student folder of ``submissions`` for ``lab``; write ``out``'s files.
 
-    ``config`` replaces ``nbgrader_config.py``'s settings (its folders are ``layout``'s).
+    ``config`` replaces ``nbgrader_config.py``'s settings (its folders are ``layout``'s);
+    ``jobs`` submissions are graded at a time (default: the number of cores); ``regrade``
+    runs unchanged submissions again.
 
-    Raises ValueError for an unknown lab or a missing submissions folder, GradingError when
-    the lab cannot be recorded in the gradebook; a student's failure only marks that
-    student as not graded in the report.
+    Raises ValueError/TypeError for bad arguments, GradingError when the lab cannot be
+    recorded, another run holds the gradebook, or the config requires a sandbox this machine
+    cannot provide; a student's failure only marks that student as not graded.
     """
     layout = CourseLayout.from_config() if layout is None else layout
     check_lab_name(lab)
-    notebooks = [path.stem for path in layout.lab_notebooks(lab)]
+    layout.lab_notebooks(lab)
     if not isinstance(submissions, (str, Path)):
         raise TypeError(f"submissions must be a path, got {type(submissions).__name__}")
     submissions = Path(submissions).resolve()
     if not submissions.is_dir():
         raise ValueError(f"submissions: no such folder {submissions}")
+    jobs = default_jobs() if jobs is None else jobs
+    if type(jobs) is not int or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    config = load_config() if config is None else config
+    limits = Limits.from_config(config)
+    support = probe_support(sandbox_mode(config))
+    if sandbox_mode(config) == "require" and not support.available:
+        raise GradingError(f"Sandbox.mode is 'require' but {support.reason}")
     out = layout.work_dir / DEFAULT_OUT if out is None else Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    layout.work_dir.mkdir(parents=True, exist_ok=True)
-
-    record_lab(layout, lab, config)
-    results = []
-    with (out / LOG_NAME).open("w") as log:
+    started = time.monotonic()
+    results: dict[str, StudentResult] = {}
+    with exclusive(layout.work_dir), (out / LOG_NAME).open("w") as log:
+        if support.warning:
+            log.write(support.warning + "\n")
+        record_lab(layout, lab, config)
+        materials = prepare(layout, lab, config, limits, support)
+        ledger = Ledger.load(layout.work_dir, lab)
+        pending: list[tuple[Intake, str]] = []
+        unchanged: list[str] = []
         for student_dir in _students(submissions):
-            results.append(
-                _grade_student(layout, lab, student_dir, notebooks, out, log, config)
-            )
+            intake = take_in(student_dir, lab, materials.released)
+            student = intake.student_id
+            if intake.problem:
+                results[student] = StudentResult(student, False, 0.0, 0.0, intake.problem)
+                if STUDENT_ID.match(student):
+                    with open_gradebook(layout) as gradebook:  # listed in grades.csv anyway
+                        gradebook.update_or_create_student(student)
+                continue
+            key = submission_key(intake.notebooks, intake.timestamp, materials.fingerprint)
+            previous = ledger.done(student, key)
+            if previous and previous.get("graded") and not regrade \
+                    and _in_gradebook(layout, lab, student):
+                unchanged.append(student)
+                results[student] = StudentResult(student, True, 0.0, 0.0, "",
+                                                 tuple(previous.get("notes", ())), False)
+                continue
+            pending.append((intake, key))
+        workers = _Workers(jobs, layout.work_dir / JOBS_DIR / lab)
+        timeout = limits.notebook_timeout_s * len(materials.released.notebooks) + WORKER_MARGIN_S
+        try:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = {}
+                for intake, key in pending:
+                    job = job_for(intake, materials, layout, config)
+                    futures[pool.submit(workers.run, job, timeout)] = (intake, key, job)
+                remaining = set(futures)
+                try:
+                    while remaining:
+                        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            intake, key, job = futures[future]
+                            result = future.result()
+                            record = _record(layout, lab, intake, job, result, out, config, log)
+                            results[intake.student_id] = record
+                            if record.graded:
+                                ledger.record(intake.student_id, key, record.to_json())
+                            else:
+                                ledger.forget(intake.student_id)
+                except BaseException:
+                    workers.stop()
+                    for future in remaining:
+                        future.cancel()
+                    raise
+                finally:
+                    workers.close()
+            for student in unchanged:
+                problem = _feedback(layout, lab, student, out, config, log)
+                score, max_score = _scores(layout, lab, student)
+                old = results[student]
+                notes = old.notes + ((problem,) if problem else ())
+                results[student] = StudentResult(student, True, score, max_score, "", notes,
+                                                 False)
+        finally:
+            _write_csvs(layout, lab, out)
+    ordered = tuple(results[s] for s in sorted(results))
+    sandbox = f"bubblewrap ({support.kind})" if support.available else "NONE"
+    warnings = (support.warning,) if support.warning else ()
+    return AutogradeReport(lab, out, ordered, jobs, time.monotonic() - started, sandbox,
+                           warnings)
 
-    order = [gid for path in layout.lab_notebooks(lab) for gid in graded_cell_ids(path)]
-    with open_gradebook(layout) as gradebook:
-        write_grades_csv(gradebook, lab, out / "grades.csv")
-        write_scores_csv(cell_scores(gradebook, lab, order), out / "scores.csv")
-    return AutogradeReport(lab, out, tuple(results))
+
+__all__ = ["AutogradeReport", "StudentResult", "autograde", "default_jobs", "exclusive",
+           "job_for", "record_lab"]

@@ -1,10 +1,13 @@
 """A minimal nbgrader source assignment: the grading pipeline's smallest real input.
 
-It has what every lab has, in a few lines: two solution cells, two autograded test cells
-with visible and hidden tests (2 and 3 points), a manually graded written answer (1 point),
-an experiment skipped under grading, and a ``references.json`` next to the notebook that
-a visible test reads. The tests of ``autograder`` grade it end to end; an instructor can
-read it as the smallest example of the source format.
+It has what every lab has, in a few lines: two solution cells; two autograded test cells with
+visible and hidden tests (2 and 3 points) — ``test_square`` with plain ``assert`` statements,
+``test_cube`` with ``course.grading.check`` calls judged by the grader from recorded
+outcomes; a manually graded written answer (1 point); an experiment skipped under grading;
+and reference cases: ``references.json`` (visible, released with the lab) and
+``autograder/references/toy_lab.json`` (hidden, the instructor's). The tests of
+``autograder`` grade it end to end; an instructor can read it as the smallest example of the
+source format.
 
 >>> notebook = write_toy_lab(Path("/tmp/course"))       # /tmp/course/solutions/toy_lab/
 >>> notebook.name
@@ -20,17 +23,34 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from autograder.session import check_lab_name
+from course.grading import dumps
 
 TOY_LAB = "toy_lab"
 # grade_id -> points
 TOY_POINTS = {"test_square": 2.0, "test_cube": 3.0, "answer_why": 1.0}
 TOY_AUTOGRADED = ("test_square", "test_cube")
 TOY_MANUAL = ("answer_why",)
-# A name that appears only in the code of the hidden tests: feedback must never show it.
+# Text that appears only in the hidden tests' code: feedback must never show it.
 HIDDEN_MARKER = "hidden_edge_case_negative"
-# What the hidden test of `cube` says when it fails (feedback shows this message).
+# What a failing hidden case of `cube` says (feedback shows this message).
 HIDDEN_MESSAGE = "the cube of a negative number is negative"
-REFERENCES = {"square_of_3": 9, "cube_of_2": 8}
+# What the hidden assert of `square` says when it fails.
+SQUARE_MESSAGE = "the square of a negative number is positive"
+
+
+def _case(x: float, label: str, note: str = "") -> dict:
+    case = {"call": f"cube({x!r})", "label": label, "kind": "float", "args": [x],
+            "kwargs": {}, "expected": float(x) ** 3}
+    if note:
+        case["note"] = note
+    return case
+
+
+VISIBLE_CASES = {"cube": [_case(2, "a positive int")]}
+HIDDEN_CASES = {"cube": [_case(-2, "a negative int", HIDDEN_MESSAGE),
+                         _case(1.5, "a float"), _case(0, "zero")]}
+# What the released `references.json` holds, as plain JSON.
+REFERENCES = json.loads(dumps({"lab": TOY_LAB, "cases": VISIBLE_CASES}))
 
 _KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -53,8 +73,8 @@ def toy_notebook() -> nbformat.NotebookNode:
     cells = [
         new_markdown_cell("# Toy lab\nWrite `square` and `cube`.", id="intro"),
         new_code_cell(
-            "import json\nimport os\n\n"
-            'REFS = json.load(open("references.json"))',
+            "import json\nimport os\n\nfrom course.grading import check\n\n"
+            'LAB = "toy_lab"',
             id="setup",
             metadata=_nbgrader("setup", grade=False, solution=False, locked=True),
         ),
@@ -68,9 +88,9 @@ def toy_notebook() -> nbformat.NotebookNode:
             metadata=_nbgrader("square", grade=False, solution=True, locked=False),
         ),
         new_code_cell(
-            'assert square(3) == REFS["square_of_3"], "square(3) should be 9"\n'
+            'assert square(3) == 9, "square(3) should be 9"\n'
             "### BEGIN HIDDEN TESTS\n"
-            "assert square(-4) == 16\n"
+            f"assert square(-4) == 16, {SQUARE_MESSAGE!r}\n"
             "### END HIDDEN TESTS",
             id="test_square",
             metadata=_nbgrader("test_square", grade=True, solution=False, locked=True,
@@ -86,10 +106,10 @@ def toy_notebook() -> nbformat.NotebookNode:
             metadata=_nbgrader("cube", grade=False, solution=True, locked=False),
         ),
         new_code_cell(
-            'assert cube(2) == REFS["cube_of_2"], "cube(2) should be 8"\n'
+            "check(LAB, \"cube\", cube)\n"
             "### BEGIN HIDDEN TESTS\n"
-            f"{HIDDEN_MARKER} = -2\n"
-            f"assert cube({HIDDEN_MARKER}) == -8, {HIDDEN_MESSAGE!r}\n"
+            f"# {HIDDEN_MARKER}: cube(-2), cube(1.5), cube(0)\n"
+            "check(LAB, \"cube\", cube, hidden=True)\n"
             "### END HIDDEN TESTS",
             id="test_cube",
             metadata=_nbgrader("test_cube", grade=True, solution=False, locked=True,
@@ -114,7 +134,8 @@ def toy_notebook() -> nbformat.NotebookNode:
 
 
 def write_toy_lab(root: Path, source: str = "solutions", lab: str = TOY_LAB) -> Path:
-    """Write the toy source lab to ``root/source/lab/``; return the notebook's path."""
+    """Write the toy source lab to ``root/source/lab/`` with its visible references, and its
+    hidden references to ``root/autograder/references/<lab>.json``; return the notebook."""
     if not isinstance(root, (str, Path)):
         raise TypeError(f"root must be a path, got {type(root).__name__}")
     check_lab_name(lab)
@@ -122,5 +143,8 @@ def write_toy_lab(root: Path, source: str = "solutions", lab: str = TOY_LAB) -> 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{lab}.ipynb"
     nbformat.write(toy_notebook(), str(path))
-    (folder / "references.json").write_text(json.dumps(REFERENCES, indent=1) + "\n")
+    (folder / "references.json").write_bytes(dumps({"lab": lab, "cases": VISIBLE_CASES}))
+    hidden = Path(root) / "autograder" / "references"
+    hidden.mkdir(parents=True, exist_ok=True)
+    (hidden / f"{lab}.json").write_bytes(dumps({"lab": lab, "cases": HIDDEN_CASES}))
     return path

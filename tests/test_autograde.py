@@ -5,7 +5,8 @@ students cover the cases that matter: the solution, the untouched release, one w
 (it passes the visible test, fails the hidden one), a file that is not JSON, a missing
 notebook, a ``json.py`` that would shadow the real module, a deleted test cell. The same
 round trip then runs on lab01 itself when it exists. Every score is checked against
-nbgrader's own gradebook, and the feedback against the hidden test code.
+nbgrader's own gradebook, and the feedback against the hidden test code. Attacks and faults
+are in ``test_adversarial.py``; the sandbox and the grader's parts in ``test_sandbox.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradeb
 from autograder.toy_lab import (
     HIDDEN_MARKER,
     HIDDEN_MESSAGE,
+    SQUARE_MESSAGE,
     TOY_AUTOGRADED,
     TOY_LAB,
     TOY_MANUAL,
@@ -161,6 +163,8 @@ def test_config_keeps_grader_state_under_autograder_work():
         assert getattr(course, f"{step}_directory") == f"autograder/work/{step}"
     assert course.db_url == f"sqlite:///{REPO_ROOT / 'autograder' / 'work' / 'gradebook.db'}"
     assert 0 < config.ExecutePreprocessor.timeout <= 600
+    assert config.Sandbox.mode == "auto" and config.HTMLExporter.sanitize_html is True
+    assert config.ExecutePreprocessor.timeout < config.Sandbox.notebook_timeout_s
     assert "*.py" in course.ignore
     names = [cls.__name__ for cls in config.GenerateFeedback.preprocessors]
     assert names.index("ClearHiddenTestTracebacks") < names.index("ClearHiddenTests")
@@ -176,9 +180,11 @@ def test_summary_lists_every_student_and_failures_do_not_stop_the_others(toy):
     totals = gradebook_totals(toy.layout, TOY_LAB)
     mean = sum(totals[s] for s in GRADED) / len(GRADED)
     assert f"mean score {mean:.2f} / {TOY_MAX:.2f}" in out
-    assert re.search(rf"{NOT_JSON}: NOT GRADED: unreadable notebook {TOY_LAB}\.ipynb", out)
-    assert re.search(rf"{MISSING}: NOT GRADED: missing notebook {TOY_LAB}\.ipynb", out)
+    assert re.search(rf"{NOT_JSON}: NOT GRADED: {TOY_LAB}\.ipynb is not a notebook: invalid "
+                     "JSON at line 1", out)
+    assert re.search(rf"{MISSING}: NOT GRADED: no notebook in the submission", out)
     assert set(totals) == set(GRADED)
+    assert re.search(r"executed 5 submission\(s\) in [\d.]+ s with JOBS=\d+, sandbox: ", out)
 
 
 @pytest.mark.slow
@@ -212,6 +218,8 @@ def test_submitted_python_files_cannot_shadow_modules(toy):
     assert [grades[(SHADOW, g)][0] for g in TOY_AUTOGRADED] == [TOY_POINTS[g] for g in
                                                                  TOY_AUTOGRADED]
     assert not (toy.layout.step_dir("autograded") / SHADOW / TOY_LAB / "json.py").exists()
+    assert re.search(rf"{SHADOW}: 5\.00 / 6\.00 .*1 other file\(s\) in the submission ignored",
+                     toy.process.stdout)
 
 
 @pytest.mark.slow
@@ -266,16 +274,19 @@ def test_feedback_shows_scores_but_no_hidden_test(toy):
         pages = sorted((toy.out / "feedback" / student / TOY_LAB).iterdir())
         assert [p.name for p in pages] == [f"{TOY_LAB}.html"]
         text = page_text(pages[0])
-        assert 'assert cube(2) == REFS["cube_of_2"]' in text  # the visible test is there
-        assert HIDDEN_MARKER not in text
+        assert 'check(LAB, "cube", cube)' in text  # the visible test is there
+        assert 'assert square(3) == 9, "square(3) should be 9"' in text
+        assert HIDDEN_MARKER not in text and SQUARE_MESSAGE not in text
         assert [line for line in hidden if line in text] == []
     wrong = page_text(toy.out / "feedback" / WRONG / TOY_LAB / f"{TOY_LAB}.html")
-    assert f"AssertionError: {HIDDEN_MESSAGE}" in wrong  # the reason, not the code
-    # ... although the autograded notebook's traceback quotes the hidden code:
+    # the grader's verdict on the hidden cases: the reason, not the code
+    assert "Mismatch: cube: 1 of 3 hidden checks failed" in wrong and HIDDEN_MESSAGE in wrong
+    solved = page_text(toy.out / "feedback" / SOLVED / TOY_LAB / f"{TOY_LAB}.html")
+    assert "cube: all 3 hidden checks passed (judged by the grader)" in solved
+    # ... while the autograded notebook the instructor sees keeps the hidden code:
     autograded = toy.layout.step_dir("autograded") / WRONG / TOY_LAB / f"{TOY_LAB}.ipynb"
-    tracebacks = "".join(line for cell in nbformat.read(str(autograded), as_version=4).cells
-                         for o in cell.get("outputs", []) for line in o.get("traceback", []))
-    assert HIDDEN_MARKER in tracebacks
+    sources = "".join(c.source for c in nbformat.read(str(autograded), as_version=4).cells)
+    assert HIDDEN_MARKER in sources
 
 
 @pytest.mark.slow
@@ -292,8 +303,11 @@ def test_rerun_is_idempotent_and_keeps_manual_grades(toy, tmp_path):
     before = read_csv(toy.out / "scores.csv")[1]
 
     out = tmp_path / "out"
-    report = autograde(TOY_LAB, root / "submissions", out, layout)
+    report = autograde(TOY_LAB, root / "submissions", out, layout)  # nothing changed: no run
     assert {s.student_id for s in report.graded} == set(GRADED)
+    assert report.executed == () and read_csv(out / "scores.csv")[1] != before
+    report = autograde(TOY_LAB, root / "submissions", out, layout, regrade=True)
+    assert {s.student_id for s in report.executed} == set(GRADED), report.summary()
 
     grades = gradebook_grades(layout, TOY_LAB)
     assert grades[(SOLVED, "answer_why")][0] == 1.0
@@ -312,7 +326,8 @@ def test_check_names_the_failing_exercise_and_its_message(toy):
     assert process.returncode == 0, process.stderr
     lines = process.stdout.splitlines()
     failing = [line for line in lines if "test_cube" in line and "FAILED" in line]
-    assert failing and f"AssertionError: {HIDDEN_MESSAGE}" in failing[0]
+    assert failing and "Mismatch: cube: 1 of 3 hidden checks failed" in failing[0]
+    assert HIDDEN_MESSAGE in failing[0]
     assert any("test_square" in line and "passed" in line for line in lines)
     assert any("answer_why" in line and "graded by hand" in line for line in lines)
     assert HIDDEN_MARKER not in process.stdout
@@ -323,7 +338,7 @@ def test_check_fails_only_when_grading_cannot_run(toy, tmp_path):
     broken = toy.submissions / NOT_JSON / TOY_LAB / f"{TOY_LAB}.ipynb"
     process = run_cli("check", str(broken), root=toy.layout.root)
     assert process.returncode == 2
-    assert "not appear to be JSON" in process.stderr
+    assert "is not a notebook: invalid JSON" in process.stderr
     stray = tmp_path / "elsewhere.ipynb"
     shutil.copyfile(toy.layout.source_dir / TOY_LAB / f"{TOY_LAB}.ipynb", stray)
     process = run_cli("check", str(stray), root=toy.layout.root)
@@ -343,11 +358,15 @@ def test_a_hanging_cell_is_stopped_by_the_cell_timeout(tmp_path):
                    source.name)
     config = load_config()
     config.ExecutePreprocessor.timeout = 3
-    report = autograde(TOY_LAB, subs, tmp_path / "out", layout, config)
+    report = autograde(TOY_LAB, subs, tmp_path / "out", layout, config, jobs=1)
     assert [s.student_id for s in report.graded] == ["henry"], report.summary()
     grades = gradebook_grades(layout, TOY_LAB)
     assert grades[("henry", "test_square")][0] == 0.0
     assert grades[("henry", "test_cube")][0] == TOY_POINTS["test_cube"]
+    graded = layout.step_dir("autograded") / "henry" / TOY_LAB / f"{TOY_LAB}.ipynb"
+    cells = {c.get("id"): c for c in nbformat.read(str(graded), as_version=4).cells}
+    errors = [o["ename"] for o in cells["test_square"].outputs if o["output_type"] == "error"]
+    assert "CellTimeoutError" in errors  # interrupted after 3 s; the kernel went on
 
 
 def test_autograde_checks_its_arguments(tmp_path):
@@ -361,6 +380,8 @@ def test_autograde_checks_its_arguments(tmp_path):
         autograde(TOY_LAB, tmp_path / "absent", layout=layout)
     with pytest.raises(TypeError, match="submissions"):
         autograde(TOY_LAB, 42, layout=layout)
+    with pytest.raises(ValueError, match="jobs"):
+        autograde(TOY_LAB, tmp_path, layout=layout, jobs=0)
 
 
 def test_a_failed_run_names_the_first_real_exception():

@@ -12,7 +12,15 @@ import torch
 
 from autograder.cases import lab01_direct_quantization as lab01
 from course import quant
-from course.grading import Mismatch, check, dumps, fixtures, load_cases, loads
+from course.grading import (
+    Mismatch,
+    check,
+    dumps,
+    fixtures,
+    load_cases,
+    loads,
+    references_path,
+)
 
 LAB = lab01.LAB
 
@@ -205,3 +213,122 @@ def test_fixture_models_are_deterministic_and_nontrivial():
     assert not torch.equal(a.state_dict()["1.running_var"], torch.ones(3))
     with pytest.raises(ValueError, match="unknown fixture model"):
         fixtures.build("nope", 0)
+
+
+# ------------------------------------ outcomes: captured as data, judged outside the kernel
+def test_check_records_every_case_and_the_records_give_the_same_verdict(tmp_path, monkeypatch):
+    from course.grading.outcome import judge
+    from course.grading.record import RECORD_ENV, parse_records
+
+    record = tmp_path / "records.jsonl"
+    monkeypatch.setenv(RECORD_ENV, str(record))
+    with pytest.raises(Mismatch) as err:
+        check(LAB, "quantize", quantize_round_half_up, hidden=True)
+    cases = load_cases(LAB, hidden=True)["quantize"]
+    records = parse_records(record.read_text())
+    assert [(r.name, r.hidden, r.index) for r in records] == [
+        ("quantize", True, i) for i in range(len(cases))]
+    failures = []
+    for r in records:
+        try:
+            judge(r.outcome, cases[r.index])
+        except Mismatch as mismatch:
+            failures.append(f"{cases[r.index]['call']} [{cases[r.index]['label']}]: {mismatch}")
+    assert failures and failures[0] in str(err.value)
+    assert str(err.value).startswith(f"quantize: {len(failures)} of {len(cases)} hidden")
+
+
+def test_withheld_expected_values_mean_the_cases_run_but_are_not_judged(tmp_path, monkeypatch,
+                                                                         capsys):
+    from autograder.withheld import write_redacted_references
+    from course.grading.record import RECORD_ENV, parse_records
+
+    write_redacted_references(references_path(LAB, hidden=True), LAB, tmp_path)
+    monkeypatch.setenv("COURSE_REFERENCES_DIR", str(tmp_path))
+    monkeypatch.setenv(RECORD_ENV, str(tmp_path / "records.jsonl"))
+    assert check(LAB, "quantize", quantize_round_half_up, hidden=True) is None  # no verdict
+    n = len(load_cases(LAB, hidden=True)["quantize"])
+    assert f"quantize: {n} hidden cases ran; the grader judges their results" in \
+        capsys.readouterr().out
+    assert len(parse_records((tmp_path / "records.jsonl").read_text())) == n
+    assert all("expected" not in c for c in load_cases(LAB, hidden=True)["quantize"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64,
+                                   torch.int8, torch.uint8, torch.int16, torch.int32,
+                                   torch.int64, torch.uint16, torch.bool])
+def test_captured_tensors_keep_dtype_shape_and_exact_values(dtype):
+    from course.grading.compare import ArrayData
+    from course.grading.outcome import capture, dumps_outcome, loads_outcome
+
+    values = torch.tensor([[-3.5, 0.0, 1.25], [2.0, 7.0, 1e-3]], dtype=torch.float64)
+    if not dtype.is_floating_point:
+        values = values.abs().round()
+    x = values.to(dtype)
+    got = loads_outcome(dumps_outcome(capture(lambda: x, {"args": [], "kwargs": {}})))
+    data = got["returned"]
+    assert isinstance(data, ArrayData) and data.dtype == str(dtype) and data.shape == (2, 3)
+    reference = x.to(torch.float64).reshape(-1).tolist()
+    assert data.values == ([bool(v) for v in reference] if dtype == torch.bool else reference)
+
+
+def test_captured_python_and_numpy_values_round_trip():
+    from course.grading.compare import ArrayData
+    from course.grading.outcome import ObjectData, capture, dumps_outcome, loads_outcome
+
+    class Liar:
+        def __eq__(self, other):
+            return True
+
+        __hash__ = object.__hash__
+
+        def __repr__(self):
+            return "8"
+
+    value = (1, 2.5, float("nan"), True, None, [np.float32(0.5), np.arange(3)], Liar())
+    got = loads_outcome(dumps_outcome(capture(lambda: value, {"args": [], "kwargs": {}})))
+    back = got["returned"]
+    assert back[:2] == (1, 2.5) and math.isnan(back[2]) and back[3] is True and back[4] is None
+    assert isinstance(back[5][0], ArrayData) and back[5][0].values == [0.5]
+    assert back[5][1].values == [0, 1, 2] and back[5][1].kind == "int"
+    assert isinstance(back[6], ObjectData) and back[6].type_name == "Liar"
+    raised = capture(lambda: 1 / 0, {"args": [], "kwargs": {}})["raised"]
+    assert raised["type"] == "ZeroDivisionError" and "ArithmeticError" in raised["mro"]
+
+
+def test_an_object_that_lies_about_equality_fails_every_kind():
+    class Yes(float):
+        def __eq__(self, other):
+            return True
+
+    def liar(*args, **kwargs):
+        return Yes(0.0)
+
+    for name in ("sqnr_db", "qrange", "quantize"):
+        with pytest.raises(Mismatch):
+            check(LAB, name, liar)
+
+
+@pytest.mark.parametrize("bad", [
+    "[]", '{"returned": {"__array__": {"dtype": "torch.int32", "kind": "int", "shape": [2], '
+    '"data": "AAAAAAAAAAA="}}}', '{"returned": {"__array__": {"dtype": "x", "kind": "int", '
+    '"shape": [1], "data": "!!"}}}', '{"returned": {"__weird__": 1}}', '{"raised": {"mro": 3}}',
+    '{"neither": 1}', '{"returned": ' + "[" * 50 + "]" * 50 + "}",
+])
+def test_malformed_outcomes_are_rejected(bad):
+    from course.grading.outcome import loads_outcome
+
+    with pytest.raises(ValueError):
+        loads_outcome(bad)
+
+
+def test_record_lines_that_are_not_records_are_skipped():
+    from course.grading.record import parse_records
+
+    good = '{"lab": "l", "name": "f", "hidden": true, "index": 1, "outcome": {"returned": 2}}'
+    text = "\n".join(["", "nonsense", "[1]", good.replace('"index": 1', '"index": -1'),
+                      good.replace("true", '"yes"'), good.replace('{"returned": 2}', "{}"),
+                      good])
+    records = parse_records(text)
+    assert [(r.lab, r.name, r.hidden, r.index, r.outcome) for r in records] == [
+        ("l", "f", True, 1, {"returned": 2})]

@@ -192,7 +192,7 @@ def test_release_is_deterministic_stripped_and_without_solutions(toy_course):
     assert leaked_lines(layout.source_dir / TOY_LAB / f"{TOY_LAB}.ipynb", notebook) == []
     # visible tests stay, locked
     cells = {c.id: c for c in nbformat.read(str(notebook), as_version=4).cells}
-    assert 'REFS["cube_of_2"]' in cells["test_cube"].source
+    assert 'check(LAB, "cube", cube)' in cells["test_cube"].source
     assert cells["test_cube"].metadata["editable"] is False
     assert json.loads((folder / "references.json").read_text()) == REFERENCES
     # the release records nothing: no gradebook, no work folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,27 @@ class Mismatch(AssertionError):
     """A result that differs from the reference; the message says where and how."""
 
 
+@dataclass(frozen=True)
+class ArrayData:
+    """A tensor or numpy array as recorded data: dtype name, kind, shape, flat values.
+
+    ``kind`` is 'float', 'int', 'bool' or 'other'; ``values`` is None when the array was too
+    large to record or of a kind without real values (complex, quantized). Produced by
+    ``course.grading.outcome`` so that results can be judged outside the student's process.
+
+    >>> ArrayData("torch.int32", "int", (2,), [3, 4])
+    <int32 array [2]>
+    """
+
+    dtype: str
+    kind: str
+    shape: tuple[int, ...]
+    values: list | None
+
+    def __repr__(self) -> str:
+        return f"<{self.dtype.replace('torch.', '')} array {list(self.shape)}>"
+
+
 def _index(flat: int, shape: tuple[int, ...]) -> str:
     if not shape:
         return "[]"
@@ -56,6 +78,12 @@ def _fmt(value: Any) -> str:
 
 def flatten(value: Any, what: str) -> tuple[list, tuple[int, ...], str]:
     """Flat Python list, shape and kind ('int', 'float' or 'bool') of a tensor or array."""
+    if _isinstance(value, ArrayData):
+        if value.kind not in ("int", "float", "bool"):
+            raise Mismatch(f"{what} has dtype {value.dtype}; expected real numbers")
+        if value.values is None:
+            raise Mismatch(f"{what} has shape {list(value.shape)}: far too large to be the result")
+        return list(value.values), tuple(value.shape), value.kind
     if _isinstance(value, _Tensor):
         t = _cpu(_detach(value))
         if t.dtype == torch.bool:
@@ -73,7 +101,8 @@ def flatten(value: Any, what: str) -> tuple[list, tuple[int, ...], str]:
         if arr.dtype.kind not in kinds:
             raise Mismatch(f"{what} is a numpy array of dtype {arr.dtype}; expected numbers")
         return _np_tolist(_np_ravel(arr)), tuple(arr.shape), kinds[arr.dtype.kind]
-    raise Mismatch(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+    name = getattr(value, "type_name", None) or type(value).__name__
+    raise Mismatch(f"{what} must be a torch.Tensor, got {name}")
 
 
 def close(got: float, expected: float, rtol: float, atol: float) -> bool:
@@ -91,13 +120,14 @@ def to_real(value: Any, what: str) -> float:
     """A Python float from a number, numpy scalar or one-element tensor."""
     if _isinstance(value, bool):
         raise Mismatch(f"{what} must be a number, got bool {value!r}")
-    if _isinstance(value, (_Tensor, _ndarray, _generic)):
+    if _isinstance(value, (_Tensor, _ndarray, _generic, ArrayData)):
         flat, shape, _ = flatten(value, what)
         if _len(flat) != 1:
             raise Mismatch(f"{what} must be a single number, got shape {list(shape)}")
         value = flat[0]
     if not _isinstance(value, _Real):
-        raise Mismatch(f"{what} must be a number, got {type(value).__name__}")
+        name = getattr(value, "type_name", None) or type(value).__name__
+        raise Mismatch(f"{what} must be a number, got {name}")
     return _float(value)
 
 

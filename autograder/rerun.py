@@ -1,0 +1,193 @@
+"""A second opinion on plain test cells: the notebook re-run in a fresh sandboxed process.
+
+Test cells written as plain ``assert`` statements are judged inside the student's kernel, and
+a kernel is the student's to program: an input transformer can strip the asserts, a hook
+can answer ``execute_request`` without running anything. So every plain test cell that
+*passed* in the kernel is judged again by ``rerun_harness.py``, started in the sandbox with
+no kernel: ordinary cells run in a plain IPython shell, and before each such test cell the
+modules, classes and builtins the instructor's cells use are restored to what they were
+before student code ran (see the harness's docstring). A test that fails there, or is never
+reached, fails: its cell gets the error output and scores 0.
+
+Cells that timed out or never ran in the kernel are skipped; test cells that only call
+``course.grading.check`` are not re-run (``autograder.verdicts`` judges them).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from IPython.core.inputtransformer2 import TransformerManager
+from nbformat.notebooknode import NotebookNode
+
+from autograder.execute import KERNEL_STOPPED, NOT_RUN
+from autograder.sandbox import (
+    LIB,
+    Limits,
+    Mount,
+    SandboxSpec,
+    Support,
+    host_environment,
+    prepare_owned,
+    sandbox_command,
+)
+from autograder.verdicts import TestPlan
+
+HARNESS = Path(__file__).with_name("rerun_harness.py")
+INSIDE = "/grader/rerun"
+REFS_INSIDE = "/grader/refs"
+RERUN_NOTE = "judged again in a fresh process by the grader"
+_SKIP_ERRORS = {"CellTimeoutError", KERNEL_STOPPED, NOT_RUN}
+MAX_VERDICT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RerunVerdict:
+    """The fresh re-run's verdict on one plain test cell."""
+
+    grade_id: str
+    passed: bool
+    error: str
+
+
+def _is_test(cell: NotebookNode) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) \
+        and not meta.get("solution")
+
+
+def _errors(cell: NotebookNode) -> list[str]:
+    return [o.get("ename", "") for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def _imports(source: str) -> set[str]:
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def targets(notebook: NotebookNode, plans: Mapping[str, TestPlan]) -> list[str]:
+    """grade_ids of the plain test cells that passed in the kernel (to be judged again)."""
+    out = []
+    for cell in notebook.cells:
+        if _is_test(cell):
+            grade_id = cell.metadata["nbgrader"]["grade_id"]
+            plan = plans.get(grade_id)
+            if (plan is None or plan.plain) and not _errors(cell):
+                out.append(grade_id)
+    return out
+
+
+def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: list[str],
+               cell_timeout: int) -> dict:
+    """The harness's plan: the code cells to run, in order, up to the last wanted test."""
+    cells, preimport = [], set()
+    last = max((i for i, c in enumerate(notebook.cells)
+                if _is_test(c) and c.metadata["nbgrader"]["grade_id"] in wanted), default=-1)
+    for cell in notebook.cells[: last + 1]:
+        if cell.get("cell_type") != "code" or not cell.source.strip():
+            continue
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("locked"):
+            preimport |= _imports(cell.source)
+        if set(_errors(cell)) & _SKIP_ERRORS:
+            continue
+        if _is_test(cell):
+            grade_id = meta["grade_id"]
+            if grade_id in wanted:
+                cells.append({"source": cell.source, "test": True, "grade_id": grade_id})
+                continue
+            plan = plans.get(grade_id)
+            if plan is not None and not plan.plain:
+                continue  # only check() calls: judged from records, not re-run
+        cells.append({"source": cell.source, "test": False, "grade_id": ""})
+    return {"cells": cells, "preimport": sorted(preimport), "cell_timeout": cell_timeout}
+
+
+def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work: Path,
+                    lab_files: list[Path], lib_dir: Path, refs_dir: Path | None, uid: int,
+                    limits: Limits, support: Support, cell_timeout: int
+                    ) -> dict[str, RerunVerdict]:
+    """Re-run ``notebook`` fresh and judge its plain test cells that passed in the kernel.
+
+    ``work`` is a folder for the plan and verdict files; ``lab_files`` the lab's released
+    files (the working folder's content). Returns grade_id -> verdict for each such cell;
+    a cell the re-run did not reach fails.
+    """
+    wanted = targets(notebook, plans)
+    if not wanted:
+        return {}
+    work.mkdir(parents=True, exist_ok=True)
+    plan_file, verdict_file = work / "plan.json", work / "verdicts.json"
+    plan_file.write_text(json.dumps(build_plan(notebook, plans, wanted, cell_timeout)))
+    verdict_file.write_text("")
+    inside = support.available
+    env = {"NBGRADER_EXECUTION": "autograde"}
+    mounts = [Mount(lib_dir, LIB), Mount(HARNESS, f"{INSIDE}/harness.py"),
+              Mount(plan_file, f"{INSIDE}/plan.json"),
+              Mount(verdict_file, f"{INSIDE}/verdicts.json", writable=True)]
+    if refs_dir is not None:
+        mounts.append(Mount(refs_dir, REFS_INSIDE))
+        env["COURSE_REFERENCES_DIR"] = REFS_INSIDE if inside else str(refs_dir)
+    spec = SandboxSpec(uid=uid, files=tuple(Mount(p, p.name) for p in lab_files),
+                       mounts=tuple(mounts), env=tuple(sorted(env.items())),
+                       pythonpath=(LIB if inside else str(lib_dir),),
+                       host_workdir=lab_files[0].parent if lab_files else work,
+                       host_home=work)
+    prepare_owned(verdict_file, spec, support, 0o600)
+    paths = ((f"{INSIDE}/harness.py", f"{INSIDE}/plan.json", f"{INSIDE}/verdicts.json")
+             if inside else (str(HARNESS), str(plan_file), str(verdict_file)))
+    command = sandbox_command([sys.executable, *paths], spec, limits, support)
+    try:
+        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=limits.notebook_timeout_s,
+                       env=None if inside else host_environment(spec),
+                       cwd=spec.host_workdir, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        raw = verdict_file.read_bytes()[:MAX_VERDICT_BYTES]
+        found = json.loads(raw or b"{}")
+    except (OSError, ValueError):
+        found = {}
+    verdicts = {}
+    for grade_id in wanted:
+        entry = found.get(grade_id) if isinstance(found, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("passed"), bool):
+            verdicts[grade_id] = RerunVerdict(grade_id, entry["passed"],
+                                              str(entry.get("error", ""))[:2000])
+        else:
+            verdicts[grade_id] = RerunVerdict(grade_id, False, "NotReached: the grader's fresh "
+                                              "re-run of the notebook did not reach this test")
+    return verdicts
+
+
+def apply_rerun(notebook: NotebookNode, verdicts: Mapping[str, RerunVerdict]) -> None:
+    """Give each test cell whose re-run failed an error output (in place)."""
+    for cell in notebook.cells:
+        if not _is_test(cell):
+            continue
+        verdict = verdicts.get(cell.metadata["nbgrader"]["grade_id"])
+        if verdict is None or verdict.passed:
+            continue
+        ename, _, evalue = verdict.error.partition(": ")
+        evalue = f"{evalue} ({RERUN_NOTE})" if evalue else f"({RERUN_NOTE})"
+        cell.outputs.append(NotebookNode(output_type="error", ename=ename or "Error",
+                                         evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+
+
+__all__ = ["RerunVerdict", "apply_rerun", "build_plan", "run_plain_tests", "targets"]

@@ -1,0 +1,143 @@
+"""Re-run a graded notebook's code in a fresh process and judge its *plain* test cells.
+
+Started by ``autograder.rerun`` inside the sandbox, as a script:
+``python rerun_harness.py PLAN_JSON VERDICTS_JSON``. ``PLAN_JSON`` lists the notebook's code
+cells in order (``{"source", "test", "grade_id"}``) and the modules the instructor's cells
+import (``preimport``). Before any student code runs, the harness imports those modules and
+takes a snapshot of them (module attributes, class attributes of their classes, builtins,
+``sys.modules`` entries). Ordinary cells run in a plain IPython shell (magics work; no kernel,
+so nothing can intercept messages). Before each plain test cell the snapshot is restored and
+trace/profile hooks are removed; the cell's *source as the instructor wrote it* is compiled
+by a transformer created before student code ran (input transformers a notebook registered
+do not apply) and executed in the notebook's namespace. Its verdict is appended to
+``VERDICTS_JSON`` at once: ``{"<grade_id>": {"passed": bool, "error": "Name: message"}}``.
+
+This defeats what state can do to a test — patched comparison functions or builtins,
+replaced modules or grading functions, input transformers, kernel hooks — but student
+functions still run in this process when the test calls them, so a determined attacker can
+subvert it; tests written with ``course.grading.check`` are judged outside student processes.
+"""
+
+import builtins
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+
+
+def _class_dicts(modules):
+    out = {}
+    for module in modules:
+        name = getattr(module, "__name__", None)
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and getattr(value, "__module__", None) == name:
+                try:
+                    out[value] = dict(vars(value))
+                except TypeError:
+                    continue
+    return out
+
+
+class Snapshot:
+    """Module, class and builtin attributes as they were before student code ran."""
+
+    def __init__(self):
+        self.modules = {name: (module, dict(vars(module)))
+                        for name, module in list(sys.modules.items()) if module is not None}
+        self.builtins = dict(vars(builtins))
+        self.classes = _class_dicts(m for m, _ in self.modules.values())
+
+    def restore(self):
+        sys.settrace(None)
+        sys.setprofile(None)
+        threading.settrace(None)
+        threading.setprofile(None)
+        for name, (module, attributes) in self.modules.items():
+            if sys.modules.get(name) is not module:
+                sys.modules[name] = module
+            current = vars(module)
+            for key, value in attributes.items():
+                if current.get(key, self) is not value:
+                    current[key] = value
+        current = vars(builtins)
+        for key, value in self.builtins.items():
+            if current.get(key, self) is not value:
+                current[key] = value
+        for cls, attributes in self.classes.items():
+            for key in [k for k in vars(cls) if k not in attributes]:
+                try:
+                    delattr(cls, key)
+                except (AttributeError, TypeError):
+                    pass
+            for key, value in attributes.items():
+                if vars(cls).get(key, self) is not value:
+                    try:
+                        setattr(cls, key, value)
+                    except (AttributeError, TypeError):
+                        pass
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def main(argv):
+    plan_path, verdicts_path = argv
+    with open(plan_path, encoding="utf-8") as handle:
+        plan = json.load(handle)
+    verdict_fd = os.open(verdicts_path, os.O_WRONLY | os.O_TRUNC)
+    for name in plan.get("preimport", []):
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - a module the lab imports may be absent
+            pass
+    from IPython.core.inputtransformer2 import TransformerManager
+    from IPython.core.interactiveshell import InteractiveShell
+
+    transform = TransformerManager().transform_cell
+    shell = InteractiveShell.instance()
+    snapshot = Snapshot()
+    timeout = int(plan.get("cell_timeout", 120))
+    verdicts = {}
+    for cell in plan["cells"]:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(timeout)
+        try:
+            if not cell["test"]:
+                shell.run_cell(cell["source"], store_history=False)
+                continue
+            snapshot.restore()
+            try:
+                code = compile(transform(cell["source"]), f"<test {cell['grade_id']}>", "exec")
+                exec(code, shell.user_ns)  # noqa: S102 - the instructor's test code
+                verdicts[cell["grade_id"]] = {"passed": True, "error": ""}
+            except _Timeout:
+                verdicts[cell["grade_id"]] = {"passed": False, "error": f"CellTimeout: no "
+                                              f"result after {timeout} s"}
+            except BaseException as error:  # noqa: BLE001 - the test failed
+                try:
+                    text = str(error)
+                except BaseException:  # noqa: BLE001
+                    text = ""
+                verdicts[cell["grade_id"]] = {"passed": False,
+                                              "error": f"{type(error).__name__}: {text}"[:2000]}
+            data = json.dumps(verdicts).encode("utf-8")
+            os.lseek(verdict_fd, 0, os.SEEK_SET)
+            os.ftruncate(verdict_fd, 0)
+            os.write(verdict_fd, data)
+        except _Timeout:
+            pass
+        finally:
+            signal.alarm(0)
+    os.close(verdict_fd)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,254 @@
+"""The grader's own verdict on each graded test cell, from data the notebook recorded.
+
+A test cell of a lab calls ``course.grading.check(LAB, name, fn[, hidden=True])``. In the
+sandbox, each call appends the *outcome* of every case (what the student's function returned
+or raised, as plain data) to the record file, and ``autograder.execute`` keeps the lines each
+cell appended. This module, running in the grader's process (which never runs student code),
+reads the instructor's source of each test cell to know which checks it must make
+(:func:`plan_test_cell`), then judges the recorded outcomes against the instructor's
+references, hidden expected values included (:func:`judge_cell`). A case without a record
+fails. So nothing in the notebook — a patched ``np.allclose``, a replaced ``check``, an input
+transformer, a hijacked kernel — can change the verdict, except by returning right answers.
+
+:func:`apply_verdicts` writes the verdicts into the executed notebook before nbgrader scores
+it: a failure becomes the cell's error output (score 0), a pass a line of output. Displayed
+values are dropped from test cells (nbgrader would read them as partial credit).
+
+Cells with other code than imports, definitions and ``check`` calls (``assert`` statements,
+other calls) are *plain*: that code is judged in the kernel and again in a fresh process
+(``autograder.rerun``; see ``autograder/README.md`` for what that guarantees).
+
+>>> plan = plan_test_cell("test_q", 'check(LAB, "quantize", quantize, hidden=True)', "lab01")
+>>> plan.calls, plan.plain
+((CheckCall(lab='lab01', name='quantize', hidden=True),), False)
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbformat.notebooknode import NotebookNode
+
+from course.grading import Mismatch
+from course.grading.encode import loads
+from course.grading.outcome import judge
+from course.grading.record import Record, parse_records
+
+# Statements that test nothing by themselves: a cell of these and `check` calls is judged
+# entirely from recorded outcomes (the definitions only build what `check` is given).
+_ALLOWED = (ast.Import, ast.ImportFrom, ast.Pass, ast.FunctionDef, ast.AsyncFunctionDef,
+            ast.ClassDef)
+VERIFIED = "(judged by the grader)"
+
+
+@dataclass(frozen=True)
+class CheckCall:
+    """One ``check(lab, name, fn, hidden)`` call of a test cell."""
+
+    lab: str
+    name: str
+    hidden: bool
+
+
+@dataclass(frozen=True)
+class TestPlan:
+    """How a graded test cell is judged: the checks it calls, and whether it also holds
+    other code (``plain``), judged in the kernel."""
+
+    grade_id: str
+    calls: tuple[CheckCall, ...]
+    plain: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The grader's verdict on the checks of one test cell."""
+
+    grade_id: str
+    passed: bool
+    message: str
+    missing: bool = False
+
+
+@dataclass(frozen=True)
+class References:
+    """The instructor's reference cases: visible and hidden, exercise name -> cases."""
+
+    visible: Mapping[str, list[dict]]
+    hidden: Mapping[str, list[dict]]
+
+    @classmethod
+    def from_files(cls, lab: str, visible: Path | None, hidden: Path | None) -> References:
+        """Read ``visible`` / ``hidden`` reference files of ``lab`` (None or absent: empty)."""
+        def read(path: Path | None) -> dict:
+            if path is None or not Path(path).is_file():
+                return {}
+            data = loads(Path(path).read_bytes())
+            if data.get("lab") != lab:
+                raise ValueError(f"{path} holds references of {data.get('lab')!r}, not {lab!r}")
+            if data.get("redacted"):
+                raise ValueError(f"{path} is a redacted copy: the grader needs the originals")
+            return data["cases"]
+        return cls(read(visible), read(hidden))
+
+    def cases(self, call: CheckCall) -> list[dict] | None:
+        return (self.hidden if call.hidden else self.visible).get(call.name)
+
+
+def _literal(node: ast.AST | None):
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _check_call(node: ast.AST, lab: str) -> CheckCall | None:
+    if not isinstance(node, ast.Expr) or not isinstance(node.value, ast.Call):
+        return None
+    call = node.value
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(
+        func, ast.Attribute) else ""
+    if name != "check" or len(call.args) < 3:
+        return None
+    lab_arg = call.args[0]
+    lab_name = _literal(lab_arg) if isinstance(lab_arg, ast.Constant) else lab
+    exercise = _literal(call.args[1])
+    hidden_node = call.args[3] if len(call.args) > 3 else next(
+        (k.value for k in call.keywords if k.arg == "hidden"), None)
+    hidden = False if hidden_node is None else _literal(hidden_node)
+    if not isinstance(lab_name, str) or not isinstance(exercise, str) \
+            or not isinstance(hidden, bool):
+        return None
+    return CheckCall(lab_name, exercise, hidden)
+
+
+def plan_test_cell(grade_id: str, source: str, lab: str) -> TestPlan:
+    """The checks the instructor's ``source`` of a test cell makes (see :class:`TestPlan`).
+
+    ``check`` calls are recognised where they are statements of their own with literal
+    exercise names and ``hidden`` flags; the first argument (the lab) may be a name (``LAB``),
+    taken to be ``lab``.
+    """
+    if not isinstance(source, str):
+        raise TypeError(f"source must be a str, got {type(source).__name__}")
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return TestPlan(grade_id, (), True)
+    calls, plain = [], False
+    for node in body:
+        found = _check_call(node, lab)
+        if found is not None:
+            calls.append(found)
+        elif not isinstance(node, _ALLOWED) and not (
+                isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            plain = True
+    return TestPlan(grade_id, tuple(calls), plain)
+
+
+def _judge_call(call: CheckCall, cases: list[dict], records: Sequence[Record]) -> str:
+    """'' when every case of ``call`` has a record and all pass, else the failure message."""
+    kind = "hidden" if call.hidden else "visible"
+    outcomes: dict[int, list[dict]] = {}
+    for record in records:
+        if (record.lab, record.name, record.hidden) == (call.lab, call.name, call.hidden):
+            outcomes.setdefault(record.index, []).append(record.outcome)
+    missing = [i for i in range(len(cases)) if i not in outcomes]
+    if missing:
+        first = cases[missing[0]]
+        return (f"{call.name}: {len(missing)} of {len(cases)} {kind} checks have no result "
+                f"— the cell stopped before them, or the grading code was changed. First: "
+                f"{first['call']} [{first['label']}]")
+    failures = []
+    for index, case in enumerate(cases):
+        for outcome in outcomes[index]:
+            try:
+                judge(outcome, case)
+            except Mismatch as err:
+                failures.append(f"{case['call']} [{case['label']}]: {err}")
+                break
+            except Exception as err:  # noqa: BLE001 - malformed data is a failure, not a crash
+                failures.append(f"{case['call']} [{case['label']}]: the result could not be "
+                                f"judged ({type(err).__name__}: {err})")
+                break
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return (f"{call.name}: {len(failures)} of {len(cases)} {kind} checks failed. "
+                f"{failures[0]}{more}")
+    return ""
+
+
+def judge_cell(plan: TestPlan, records: Sequence[Record], references: References) -> Verdict:
+    """The verdict on all ``check`` calls of one test cell, from its ``records``."""
+    lines = []
+    for call in plan.calls:
+        cases = references.cases(call)
+        if not cases:
+            return Verdict(plan.grade_id, False, f"{call.name}: the grader has no "
+                           f"{'hidden' if call.hidden else 'visible'} reference cases for it "
+                           "(run `make references`)")
+        failure = _judge_call(call, cases, records)
+        if failure:
+            return Verdict(plan.grade_id, False, failure, missing="no result" in failure)
+        lines.append(f"{call.name}: all {len(cases)} {'hidden' if call.hidden else 'visible'} "
+                     f"checks passed {VERIFIED}")
+    return Verdict(plan.grade_id, True, "\n".join(lines))
+
+
+def _is_test_cell(cell: NotebookNode) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return (cell.get("cell_type") == "code" and bool(meta.get("grade"))
+            and not meta.get("solution") and isinstance(meta.get("grade_id"), str))
+
+
+@dataclass(frozen=True)
+class CellReport:
+    """What happened to one graded test cell: the kernel's error (if any) and the verdict."""
+
+    grade_id: str
+    kernel_error: str
+    verdict: Verdict | None
+    plain: bool
+
+
+def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
+                   cell_records: Mapping[str, Mapping], references: References
+                   ) -> list[CellReport]:
+    """Judge every graded test cell of the executed ``notebook`` and write the verdicts into
+    its outputs (in place); return a report per cell, in notebook order.
+
+    ``plans``: grade_id -> plan from the instructor's source; ``cell_records``: cell index (as
+    str) -> ``{"grade_id", "records"}`` as ``BoundedExecute`` wrote them.
+    """
+    reports = []
+    for index, cell in enumerate(notebook.cells):
+        if not _is_test_cell(cell):
+            continue
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        plan = plans.get(grade_id, TestPlan(grade_id, (), True))
+        cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type")
+                        != "execute_result"]
+        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+        kernel_error = f"{errors[0].get('ename', '')}: {errors[0].get('evalue', '')}" \
+            if errors else ""
+        verdict = None
+        if plan.calls:
+            kept = cell_records.get(str(index), {})
+            text = kept.get("records", "") if kept.get("grade_id") == grade_id else ""
+            verdict = judge_cell(plan, parse_records(text), references)
+            if not errors:
+                if verdict.passed:
+                    cell.outputs.append(NotebookNode(output_type="stream", name="stdout",
+                                                     text=verdict.message + "\n"))
+                else:
+                    ename = "NoResult" if verdict.missing else "Mismatch"
+                    cell.outputs.append(NotebookNode(
+                        output_type="error", ename=ename, evalue=verdict.message,
+                        traceback=[f"{ename}: {verdict.message}"]))
+        reports.append(CellReport(grade_id, kernel_error, verdict, plan.plain))
+    return reports
+
+
+__all__ = ["CellReport", "CheckCall", "References", "TestPlan", "Verdict", "apply_verdicts",
+           "judge_cell", "plan_test_cell"]

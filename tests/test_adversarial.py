@@ -1,0 +1,461 @@
+"""Adversarial and faulty submissions, graded in one class run each, every outcome asserted.
+
+The toy lab (``autograder.toy_lab``: ``test_square`` 2 points with plain asserts,
+``test_cube`` 3 points with ``course.grading.check``) is submitted by a class of cheats,
+faults and bad inputs next to an honest student; lab01 by two cheats. Each test asserts the
+score the gradebook holds, the reason the report or the graded notebook gives, that the
+others were not affected, and — for hangs — that the time limit is what stopped them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.regions import SOLUTION, replace_regions
+from autograder.sandbox import probe_support
+from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradebook
+from autograder.toy_lab import TOY_LAB, TOY_POINTS, write_toy_lab
+
+SANDBOXED = probe_support().available
+CELL_TIMEOUT_S = 5
+CUBE, SQUARE = TOY_POINTS["test_cube"], TOY_POINTS["test_square"]
+LAB01 = "lab01_direct_quantization"
+
+# Code a cheating student puts in a cell of their own.
+PATCH_CHECK = """
+import course.grading as grading
+grading.check = lambda *args, **kwargs: 3.0   # shown as a value: nbgrader's partial credit
+check = grading.check
+"""
+PATCH_JUDGE = """
+import numpy as np, torch, course.grading, course.grading.compare, course.grading.outcome
+np.allclose = torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+course.grading.judge = course.grading.outcome.judge = lambda *a, **k: None
+course.grading.compare.compare_tensor = lambda *a, **k: None
+course.grading.compare.close = lambda *a, **k: True
+"""
+STRIP_ASSERTS = """
+get_ipython().input_transformers_post.append(
+    lambda lines: [l for l in lines if "assert" not in l and "check(" not in l])
+"""
+HIJACK_KERNEL = """
+from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult
+_ip = get_ipython()
+async def _nothing(raw_cell, store_history=False, silent=False, shell_futures=True, **kw):
+    result = ExecutionResult(ExecutionInfo(raw_cell, store_history, silent, shell_futures,
+                                           kw.get("cell_id")))
+    result.execution_count = _ip.execution_count
+    return result
+_ip.run_cell_async = _nothing
+_ip.should_run_async = lambda *a, **k: True
+"""
+REPLACE_BUILTINS = """
+import builtins, course.grading, course.grading.compare
+builtins.AssertionError = type("AssertionError", (Exception,), {})
+builtins.abs = lambda x: 0
+course.grading.Mismatch = course.grading.compare.Mismatch = type("Mismatch", (Exception,), {})
+"""
+DETECT_GRADER = """
+import os
+if os.environ.get("NBGRADER_EXECUTION"):
+""" + "\n".join("    " + line for line in PATCH_CHECK.strip().splitlines())
+LYING_CUBE = """
+class Yes(float):
+    def __eq__(self, other):
+        return True
+    __hash__ = float.__hash__
+
+def cube(x):
+    return Yes(x * x)
+"""
+
+
+def spy(root: Path) -> str:
+    """A cube that tries to read the answers, and prints what it could see."""
+    hidden = root / "autograder" / "references" / f"{TOY_LAB}.json"
+    return f"""
+import json, os, socket
+def _look(path):
+    return os.path.exists(path)
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=3)
+    _net = "open"
+except OSError:
+    _net = "closed"
+print("SPY " + json.dumps({{"uid": os.getuid(), "net": _net, "seen": {{p: _look(p) for p in [
+    {str(root / "solutions")!r}, {str(root / "autograder")!r}, {str(hidden)!r},
+    {str(root / "autograder" / "work" / "gradebook.db")!r}, {str(root / "submissions")!r}]}}}}))
+
+def cube(x):
+    cases = json.load(open({str(hidden)!r}))["cases"]["cube"]
+    return next(c["expected"] for c in cases if c["args"] == [x])
+"""
+
+
+# ------------------------------------------------------------------------------- helpers
+def variant(source: Path, dest: Path, replace: dict | None = None, solutions: dict | None = None,
+            append: dict | None = None, drop: tuple = (), transform=None) -> Path:
+    """A copy of notebook ``source`` at ``dest``: cells (by id) replaced, solution regions
+    replaced, code appended to cells, cells dropped, or any ``transform(notebook)``."""
+    notebook = nbformat.read(str(source), as_version=4)
+    for cell in notebook.cells:
+        key = cell.get("id")
+        if key in (replace or {}):
+            cell.source = replace[key]
+        if key in (solutions or {}):
+            cell.source = replace_regions(cell.source, SOLUTION, solutions[key])
+        if key in (append or {}):
+            cell.source += "\n" + append[key]
+    notebook.cells = [c for c in notebook.cells if c.get("id") not in drop]
+    if transform is not None:
+        transform(notebook)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(dest))
+    return dest
+
+
+@dataclass(frozen=True)
+class Run:
+    layout: CourseLayout
+    lab: str
+    report: object
+    submissions: Path
+
+    def scores(self, student: str) -> dict[str, float]:
+        with open_gradebook(self.layout) as gradebook:
+            submission = gradebook.find_submission(self.lab, student)
+            return {g.name: float(g.score) for nb in submission.notebooks for g in nb.grades}
+
+    def result(self, student: str):
+        return next(s for s in self.report.students if s.student_id == student)
+
+    def _cell(self, student: str, grade_id: str):
+        path = (self.layout.step_dir("autograded") / student / self.lab / f"{self.lab}.ipynb")
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
+                return cell
+        raise KeyError(grade_id)
+
+    def outputs(self, student: str, grade_id: str) -> list[str]:
+        """Every output of a graded cell as text (errors as 'Name: message')."""
+        return [o.get("text") or f"{o.get('ename')}: {o.get('evalue')}"
+                for o in self._cell(student, grade_id).get("outputs", [])]
+
+    def errors(self, student: str, grade_id: str) -> str:
+        """The error outputs of a graded cell, 'Name: message' a line."""
+        return "\n".join(f"{o.get('ename')}: {o.get('evalue')}"
+                         for o in self._cell(student, grade_id).get("outputs", [])
+                         if o.get("output_type") == "error")
+
+
+# --------------------------------------------------------------------------- toy class
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Run:
+    from autograder.grade import autograde
+    from autograder.release import release
+
+    root = tmp_path_factory.mktemp("adversarial")
+    src = write_toy_lab(root)
+    layout = CourseLayout.from_config(root=root)
+    release([TOY_LAB], layout)
+    subs = root / "submissions"
+
+    def at(student: str, name: str = f"{TOY_LAB}.ipynb") -> Path:
+        return subs / student / TOY_LAB / name
+
+    variant(src, at("honest"))
+    variant(src, at("patch_check"), solutions={"cube": "return 0"},
+            append={"cube": PATCH_CHECK})
+    variant(src, at("patch_judge"), solutions={"cube": "return x * x"},
+            append={"cube": PATCH_JUDGE})
+    variant(src, at("strip_asserts"), solutions={"square": "return -1"},
+            append={"square": STRIP_ASSERTS})
+    variant(src, at("hijack"), solutions={"square": "return -1", "cube": "return 0"},
+            append={"square": HIJACK_KERNEL})
+    variant(src, at("builtins"), solutions={"cube": "return x * x"},
+            append={"cube": REPLACE_BUILTINS})
+    variant(src, at("detects_grader"), solutions={"cube": "return -x"},
+            append={"cube": DETECT_GRADER})
+    variant(src, at("lying_object"), replace={"cube": LYING_CUBE})
+    variant(src, at("spy"), replace={"cube": spy(root)})
+    variant(src, at("hangs"), append={
+        "cube": "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n"
+                "    pass"})
+    variant(src, at("exits"), append={"cube": "import os\nos._exit(1)"})
+    variant(src, at("memory_bomb"), replace={
+        "square": "blob = bytearray(64 * 2**30)\ndef square(x):\n    return x * x"})
+    variant(src, at("floods"), append={"square": (
+        "print('spam ' * 2_000_000)\nfrom IPython.display import HTML, display\n"
+        "display(HTML('<script>window.stolen = document.cookie</script><b>hi</b>'))")})
+
+    def duplicate(notebook):
+        cells = {c.get("id"): c for c in notebook.cells}
+        at_cube = notebook.cells.index(cells["cube"])
+        notebook.cells.insert(at_cube + 2, nbformat.from_dict(json.loads(json.dumps(
+            cells["test_cube"]))))
+        notebook.cells.insert(at_cube + 1, nbformat.from_dict(json.loads(json.dumps(
+            cells["cube"]))))
+    variant(src, at("duplicates"), transform=duplicate)
+    variant(src, at("edits_tests"), solutions={"square": "return 0", "cube": "return 0"},
+            replace={"test_square": "pass", "test_cube": "print('all good')"})
+
+    def tamper(notebook):
+        for cell in notebook.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("grade_id") == "test_square":
+                meta.update(grade=False, points=100, locked=False)
+            if meta.get("grade_id") == "test_cube":
+                del cell.metadata["nbgrader"]
+    variant(src, at("tampers_metadata"), transform=tamper)
+    variant(src, at("extra_files"), solutions={"cube": "return 0"})
+    (at("extra_files").parent / "references.json").write_text(json.dumps(
+        {"lab": TOY_LAB, "cases": {"cube": [{"call": "cube(2)", "label": "fake", "kind": "float",
+                                             "args": [2], "kwargs": {}, "expected": 0.0}]}}))
+    (at("extra_files").parent / "numpy.py").write_text("raise SystemExit('shadowed')\n")
+    (at("extra_files").parent / "course" / "grading").mkdir(parents=True)
+    (at("extra_files").parent / "course" / "grading" / "__init__.py").write_text(
+        "def check(*a, **k):\n    pass\n")
+
+    def latin1(notebook):
+        notebook.cells[0].source += "\n\nCafé crème"
+    variant(src, at("latin1"), transform=latin1)
+    text = at("latin1").read_text(encoding="utf-8")
+    at("latin1").write_bytes(text.encode("latin-1"))
+    variant(src, at("utf16"))
+    at("utf16").write_bytes(at("utf16").read_text().encode("utf-16"))
+    variant(src, at("renamed", f"{TOY_LAB} (1).ipynb"))
+    (at("renamed").parent / "timestamp.txt").write_text("the night before\n")
+    released_lab01 = REPO_ROOT / "labs" / LAB01 / f"{LAB01}.ipynb"
+    if released_lab01.is_file():
+        at("other_lab").parent.mkdir(parents=True)
+        shutil.copyfile(released_lab01, at("other_lab"))
+    (subs / "empty").mkdir(parents=True)
+    variant(src, subs / "bad name!" / TOY_LAB / f"{TOY_LAB}.ipynb")
+    variant(src, subs / "no_lab_folder" / f"{TOY_LAB}.ipynb")
+    if SANDBOXED:  # without a sandbox, root ignores the process limit
+        variant(src, at("fork_bomb"), append={"cube": (
+            "import os, time\nfor n in range(5000):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(20)\n"
+            "        os._exit(0)")})
+
+    config = load_config()
+    config.ExecutePreprocessor.timeout = CELL_TIMEOUT_S
+    report = autograde(TOY_LAB, subs, root / "out", layout, config, jobs=2)
+    return Run(layout, TOY_LAB, report, subs)
+
+
+FULL = {"test_square": SQUARE, "test_cube": CUBE, "answer_why": 0.0}
+
+
+@pytest.mark.slow
+def test_the_honest_student_is_not_affected(toy):
+    assert toy.scores("honest") == FULL
+    assert toy.result("honest").notes == ()
+    assert "cube: all 3 hidden checks passed (judged by the grader)" in \
+        "".join(toy.outputs("honest", "test_cube"))
+
+
+@pytest.mark.slow
+def test_a_replaced_check_function_records_nothing_and_scores_nothing(toy):
+    assert toy.scores("patch_check")["test_cube"] == 0.0
+    assert toy.scores("patch_check")["test_square"] == SQUARE
+    errors = toy.errors("patch_check", "test_cube")
+    assert "NoResult: cube: 1 of 1 visible checks have no result" in errors
+    assert "3.0" not in "".join(toy.outputs("patch_check", "test_cube"))  # no partial credit
+
+
+@pytest.mark.slow
+def test_patched_comparisons_fool_the_kernel_but_not_the_grader(toy):
+    outputs = "".join(toy.outputs("patch_judge", "test_cube"))
+    assert "cube: all 1 visible checks passed" in outputs  # what the kernel believed
+    assert "Mismatch: cube: 1 of 1 visible checks failed. cube(2) [a positive int]: " \
+           "expected 8, got 4" in outputs
+    assert toy.scores("patch_judge") == {**FULL, "test_cube": 0.0}
+
+
+@pytest.mark.slow
+def test_input_transformers_and_kernel_hijacks_are_judged_again_in_a_fresh_process(toy):
+    for student in ("strip_asserts", "hijack"):
+        assert toy.scores(student) == {**FULL, "test_square": 0.0, "test_cube": 0.0}, student
+        square = toy.errors(student, "test_square")
+        assert "AssertionError: square(3) should be 9 (judged again in a fresh process by the " \
+               "grader)" in square, (student, square)
+        assert "NoResult" in toy.errors(student, "test_cube")
+
+
+@pytest.mark.slow
+def test_replaced_builtins_and_exception_classes_change_nothing(toy):
+    assert toy.scores("builtins") == {**FULL, "test_cube": 0.0}
+    assert toy.errors("builtins", "test_cube")
+
+
+@pytest.mark.slow
+def test_code_that_detects_the_grader_gains_nothing(toy):
+    assert toy.scores("detects_grader") == {**FULL, "test_cube": 0.0}
+
+
+@pytest.mark.slow
+def test_an_object_that_claims_equality_is_not_a_number(toy):
+    assert toy.scores("lying_object") == {**FULL, "test_cube": 0.0}
+    assert "must be a number, got Yes" in toy.errors("lying_object", "test_cube")
+
+
+@pytest.mark.slow
+def test_student_code_cannot_see_answers_gradebook_or_network(toy):
+    if not SANDBOXED:  # then it can: the report's warning says so
+        assert any("NOT SANDBOXED" in w for w in toy.report.warnings)
+        pytest.skip(f"no sandbox here: {probe_support().reason}")
+    assert toy.scores("spy")["test_cube"] == 0.0
+    path = (toy.layout.step_dir("autograded") / "spy" / TOY_LAB / f"{TOY_LAB}.ipynb")
+    printed = "".join(o.get("text", "") for c in nbformat.read(str(path), as_version=4).cells
+                      for o in c.get("outputs", []))
+    found = json.loads(re.search(r"SPY (\{.*\})", printed).group(1))
+    assert found["uid"] != 0 and found["net"] == "closed"
+    assert set(found["seen"].values()) == {False}, found["seen"]
+    assert "FileNotFoundError" in toy.errors("spy", "test_cube")
+
+
+@pytest.mark.slow
+def test_hangs_and_dead_kernels_score_what_ran_and_say_why(toy):
+    assert toy.scores("hangs") == {**FULL, "test_cube": 0.0}
+    note = "; ".join(toy.result("hangs").notes)
+    assert f"did not stop when interrupted after its time limit ({CELL_TIMEOUT_S} s)" in note
+    assert "NotRun: not run:" in toy.errors("hangs", "test_cube")
+    assert toy.scores("exits") == {**FULL, "test_cube": 0.0}
+    assert "the kernel exited (status 1)" in "; ".join(toy.result("exits").notes)
+    assert toy.scores("memory_bomb") == {**FULL, "test_square": 0.0}
+    if SANDBOXED:
+        assert toy.scores("fork_bomb") == FULL
+
+
+@pytest.mark.slow
+def test_output_is_capped_and_cannot_script_the_feedback(toy):
+    assert toy.scores("floods") == FULL
+    path = toy.layout.step_dir("autograded") / "floods" / TOY_LAB / f"{TOY_LAB}.ipynb"
+    assert path.stat().st_size < 1024 * 1024
+    feedback = toy.report.out / "feedback" / "floods" / TOY_LAB / f"{TOY_LAB}.html"
+    page = feedback.read_text()
+    assert feedback.stat().st_size < 2 * 1024 * 1024 and "output dropped by the grader" in page
+    assert "window.stolen" in page and "<script>window.stolen" not in page
+
+
+@pytest.mark.slow
+def test_duplicated_edited_and_tampered_cells_are_restored(toy):
+    assert toy.scores("duplicates") == FULL
+    assert any("appears 2 times" in n for n in toy.result("duplicates").notes)
+    assert toy.scores("edits_tests") == {**FULL, "test_square": 0.0, "test_cube": 0.0}
+    assert toy.scores("tampers_metadata") == FULL
+
+
+@pytest.mark.slow
+def test_extra_files_in_a_submission_are_ignored(toy):
+    assert toy.scores("extra_files") == {**FULL, "test_cube": 0.0}
+    assert "3 other file(s) in the submission ignored" in toy.result("extra_files").notes
+
+
+@pytest.mark.slow
+def test_bad_inputs_get_a_reason_and_the_rest_are_graded(toy):
+    assert toy.scores("latin1") == FULL
+    assert any("not valid UTF-8" in n for n in toy.result("latin1").notes)
+    assert toy.scores("utf16") == FULL
+    assert toy.scores("renamed") == FULL
+    notes = toy.result("renamed").notes
+    assert f"renamed notebook {TOY_LAB}/{TOY_LAB} (1).ipynb graded as {TOY_LAB}.ipynb" in notes
+    assert any("is not a time: ignored" in n for n in notes)
+    assert toy.scores("no_lab_folder") == FULL
+    assert toy.result("empty").problem == "no notebook in the submission (empty folder?)"
+    assert "cannot be a student id" in toy.result("bad name!").problem
+    if (toy.submissions / "other_lab").exists():
+        assert toy.result("other_lab").problem.startswith(
+            f"{TOY_LAB}.ipynb is not a notebook of {TOY_LAB}: none of its graded cells")
+    summary = toy.report.summary()
+    assert "NOT GRADED: no notebook in the submission" in summary
+    graded = {s.student_id for s in toy.report.graded}
+    assert {"honest", "hangs", "exits", "latin1"} <= graded
+
+
+# --------------------------------------------------------------------------------- lab01
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_ROOT / "solutions" / LAB01).is_dir(), reason="no lab01")
+def test_lab01_library_calls_and_patched_comparisons_lose_exactly_that_exercise(tmp_path):
+    from autograder.grade import autograde
+
+    root = tmp_path / "course"
+    shutil.copytree(REPO_ROOT / "solutions" / LAB01, root / "solutions" / LAB01)
+    refs = root / "autograder" / "references"
+    refs.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "autograder" / "references" / f"{LAB01}.json",
+                    refs / f"{LAB01}.json")
+    src = root / "solutions" / LAB01 / f"{LAB01}.ipynb"
+    subs = root / "submissions"
+    variant(src, subs / "libcall" / LAB01 / src.name,
+            solutions={"sqnr_db": "return quant.sqnr_db(x, x_hat)"})
+    variant(src, subs / "patcher" / LAB01 / src.name,
+            solutions={"sqnr_db": "return 42.0"}, append={"sqnr_db": PATCH_JUDGE})
+    layout = CourseLayout.from_config(root=root)
+    report = autograde(LAB01, subs, root / "out", layout, jobs=2)
+    run = Run(layout, LAB01, report, subs)
+    for student in ("libcall", "patcher"):
+        scores = run.scores(student)
+        lost = {g for g, s in scores.items() if s == 0.0}
+        assert lost == {"test_sqnr_db", "why_direct_fails"}, (student, scores)
+    assert "course.measure.sqnr_db is the library's reference implementation of the exercise " \
+           "`sqnr_db`: it is withheld while grading" in run.errors("libcall", "test_sqnr_db")
+    assert "expected 39.9296659, got 42" in run.errors("patcher", "test_sqnr_db")
+
+
+@pytest.mark.slow
+def test_an_interrupted_class_run_resumes_and_its_csv_files_agree(tmp_path):
+    """Stopped (Ctrl-C) after the first recorded student: the CSV files are written anyway,
+    and the next run grades only the students not recorded yet."""
+    import csv
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "course"
+    src = write_toy_lab(root)
+    subs = root / "submissions"
+    students = [f"s{i}" for i in range(4)]
+    for student in students:
+        variant(src, subs / student / TOY_LAB / src.name)
+    out = root / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", "--lab",
+                                TOY_LAB, "--submissions", str(subs), "--out", str(out),
+                                "--root", str(root), "--jobs", "1"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ledger = root / "autograder" / "work" / "ledger" / f"{TOY_LAB}.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if ledger.is_file() and json.loads(ledger.read_text() or "{}"):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    done = set(json.loads(ledger.read_text()))
+    assert 1 <= len(done) < len(students)
+    layout = CourseLayout.from_config(root=root)
+    with (out / "grades.csv").open() as handle:
+        rows = {r["student_id"]: float(r["raw_score"]) for r in csv.DictReader(handle)}
+    with open_gradebook(layout) as gradebook:
+        recorded = {s.student_id: float(s.score)
+                    for s in gradebook.find_assignment(TOY_LAB).submissions}
+    assert {s: rows[s] for s in recorded} == recorded and set(recorded) >= done
+
+    from autograder.grade import autograde
+
+    report = autograde(TOY_LAB, subs, out, layout, jobs=2)
+    assert {s.student_id for s in report.executed} == set(students) - done
+    assert {s.student_id for s in report.graded} == set(students)
+    assert all(s.score == SQUARE + CUBE for s in report.graded)
