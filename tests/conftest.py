@@ -61,6 +61,19 @@ def execute_solution(tmp_path_factory) -> Callable[[str], tuple]:
     return run
 
 
+def random_bn(bn, seed: int):
+    """``bn`` with random affine parameters and running statistics drawn from ``seed``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(bn.num_features, generator=g))
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) * 2 + 0.1)
+    return bn
+
+
 def notebook_errors(nb) -> list[dict]:
     """Error outputs of an executed notebook."""
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

@@ -12,6 +12,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_bn
 from torch import nn
 
 from course import ptq
@@ -22,24 +23,16 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _random_bn(bn: nn.BatchNorm1d | nn.BatchNorm2d, seed: int) -> nn.Module:
-    g = _gen(seed)
-    with torch.no_grad():
-        bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        bn.bias.copy_(torch.randn(bn.num_features, generator=g))
-        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
-        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) * 2 + 0.1)
-    return bn
 
 
 def _conv_bn(seed: int = 0, bias: bool = True) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     torch.manual_seed(seed)
-    return nn.Conv2d(3, 8, 3, padding=1, bias=bias), _random_bn(nn.BatchNorm2d(8), seed)
+    return nn.Conv2d(3, 8, 3, padding=1, bias=bias), random_bn(nn.BatchNorm2d(8), seed)
 
 
 def _linear_bn(seed: int = 0, bias: bool = True) -> tuple[nn.Linear, nn.BatchNorm1d]:
     torch.manual_seed(seed)
-    return nn.Linear(12, 6, bias=bias), _random_bn(nn.BatchNorm1d(6), seed)
+    return nn.Linear(12, 6, bias=bias), random_bn(nn.BatchNorm1d(6), seed)
 
 
 # ------------------------------------------------------------------------------ folding

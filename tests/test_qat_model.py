@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_bn
 from torch import nn
 
 from course.models import MLP, SmallCNN, SmallResNet
@@ -19,15 +20,6 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _random_bn(bn: nn.BatchNorm1d | nn.BatchNorm2d, seed: int) -> nn.Module:
-    """Random affine parameters and running statistics (as in test_qat_layers.py)."""
-    g = _gen(seed)
-    with torch.no_grad():
-        bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        bn.bias.copy_(torch.randn(bn.num_features, generator=g))
-        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
-        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) * 2 + 0.1)
-    return bn
 
 
 @pytest.mark.parametrize("model_cls", [MLP, SmallCNN])
@@ -36,7 +28,7 @@ def test_prepare_qat_keeps_the_float_model_unchanged(model_cls):
     model = model_cls().eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            _random_bn(m, 14)
+            random_bn(m, 14)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     types = [type(m) for m in model.modules()]
     qat = prepare_qat(model, 4)

@@ -40,6 +40,16 @@ def check_real(value: object, name: str) -> float:
     return out
 
 
+def check_qrange(qmin: object, qmax: object) -> tuple[int, int]:
+    """``(qmin, qmax)`` as ints after checking both are integers and ``qmin < qmax``."""
+    lo, hi = check_real(qmin, "qmin"), check_real(qmax, "qmax")
+    if lo != int(lo) or hi != int(hi):
+        raise ValueError(f"qmin and qmax must be integers, got {lo} and {hi}")
+    if lo >= hi:
+        raise ValueError(f"qmin must be smaller than qmax, got qmin={int(lo)}, qmax={int(hi)}")
+    return int(lo), int(hi)
+
+
 def check_float_tensor(x: object, name: str = "x") -> torch.Tensor:
     """Check that ``x`` is a floating-point torch tensor and return it."""
     if not isinstance(x, torch.Tensor):

@@ -20,6 +20,7 @@ from course.quant._checks import (
     check_bits,
     check_float_tensor,
     check_int_tensor,
+    check_qrange,
     check_real,
 )
 
@@ -90,15 +91,6 @@ def code_dtype(qmin: int, qmax: int) -> torch.dtype:
     raise ValueError(f"no integer code dtype holds [{qmin}, {qmax}]")
 
 
-def _check_qrange(qmin: object, qmax: object) -> tuple[int, int]:
-    lo, hi = check_real(qmin, "qmin"), check_real(qmax, "qmax")
-    if lo != int(lo) or hi != int(hi):
-        raise ValueError(f"qmin and qmax must be integers, got {lo} and {hi}")
-    if lo >= hi:
-        raise ValueError(f"qmin must be smaller than qmax, got qmin={int(lo)}, qmax={int(hi)}")
-    return int(lo), int(hi)
-
-
 def _check_scale(scale, like: torch.Tensor):
     s = as_param(scale, "scale", like, integer=False)
     positive = (s > 0).all() if isinstance(s, torch.Tensor) else s > 0
@@ -132,7 +124,7 @@ def quantize(
     tensor([-2,  0,  1,  3], dtype=torch.int8)
     """
     x = check_float_tensor(x, "x")
-    lo, hi = _check_qrange(qmin, qmax)
+    lo, hi = check_qrange(qmin, qmax)
     s = _check_scale(scale, x)
     zp = as_param(zero_point, "zero_point", x, integer=True)
     zp_ok = ((zp >= lo) & (zp <= hi)).all() if isinstance(zp, torch.Tensor) else lo <= zp <= hi

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from course.quant._checks import as_param, check_float_tensor, check_real
+from course.quant._checks import as_param, check_float_tensor, check_qrange
 
 ScaleLike = float | torch.Tensor
 ZeroPointLike = int | torch.Tensor
@@ -70,15 +70,6 @@ class FakeQuantizeSTE(torch.autograd.Function):
         return grad * inside.to(grad.dtype), None, None, None, None
 
 
-def _check_range(qmin: object, qmax: object) -> tuple[int, int]:
-    lo, hi = check_real(qmin, "qmin"), check_real(qmax, "qmax")
-    if lo != int(lo) or hi != int(hi):
-        raise ValueError(f"qmin and qmax must be integers, got {lo} and {hi}")
-    if lo >= hi:
-        raise ValueError(f"qmin must be smaller than qmax, got qmin={int(lo)}, qmax={int(hi)}")
-    return int(lo), int(hi)
-
-
 def fake_quantize_ste(x: torch.Tensor, scale: ScaleLike, zero_point: ZeroPointLike,
                       qmin: int, qmax: int) -> torch.Tensor:
     """Fake-quantize ``x`` (quantize then dequantize) with a straight-through gradient.
@@ -99,7 +90,7 @@ def fake_quantize_ste(x: torch.Tensor, scale: ScaleLike, zero_point: ZeroPointLi
     tensor([0.2000, 0.5000])
     """
     x = check_float_tensor(x, "x")
-    lo, hi = _check_range(qmin, qmax)
+    lo, hi = check_qrange(qmin, qmax)
     s = as_param(scale, "scale", x, integer=False)
     positive = (s > 0).all() if isinstance(s, torch.Tensor) else s > 0
     if not positive:
