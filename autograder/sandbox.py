@@ -205,7 +205,11 @@ def _bwrap_args(spec: SandboxSpec, limits: Limits, support: Support) -> list[str
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    made: set[str] = set()
+    # /tmp first: the checkout or its Python environment may live under /tmp, and a later
+    # tmpfs on /tmp would hide them.
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(limits.tmp_mb * _MB), "--perms", "1777", "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
 
     def mkdirs(target: str) -> None:
         for parent in _dirs_above(target):
@@ -220,8 +224,6 @@ def _bwrap_args(spec: SandboxSpec, limits: Limits, support: Support) -> list[str
     for root in _python_roots():
         mkdirs(str(root))
         args += ["--ro-bind", str(root), str(root)]
-    args += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(limits.tmp_mb * _MB), "--perms", "1777", "--tmpfs", "/tmp"]
     for target, size in ((WORKDIR, limits.scratch_mb), (HOME, limits.scratch_mb)):
         mkdirs(target)
         made.add(target)
