@@ -103,11 +103,8 @@ class IntModule(nn.Module):
         raise NotImplementedError
 
 
-class QuantizeInput(IntModule):
-    """Float input -> int8 codes: ``clamp(round(x / s) + z, -128, 127)``.
-
-    ``[B, C, H, W]`` comes out channels-last ``[B, H, W, C]``; other shapes keep theirs.
-    """
+class _ScalarQParams(IntModule):
+    """An int module with one per-tensor scale and zero point (buffers kept in state dicts)."""
 
     def __init__(self, scale: float, zero_point: int) -> None:
         super().__init__()
@@ -117,6 +114,16 @@ class QuantizeInput(IntModule):
 
     def refresh(self) -> None:
         self._s, self._z = float(self.scale), int(self.zero_point)
+
+    def extra_repr(self) -> str:
+        return f"scale={self._s:.6g}, zero_point={self._z}"
+
+
+class QuantizeInput(_ScalarQParams):
+    """Float input -> int8 codes: ``clamp(round(x / s) + z, -128, 127)``.
+
+    ``[B, C, H, W]`` comes out channels-last ``[B, H, W, C]``; other shapes keep theirs.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -132,21 +139,9 @@ class QuantizeInput(IntModule):
         q = quantize(x.float(), self._s, self._z, INT8_MIN, INT8_MAX, dtype=torch.int16)
         return (q.float() - self._z) * self._s
 
-    def extra_repr(self) -> str:
-        return f"scale={self._s:.6g}, zero_point={self._z}"
 
-
-class DequantizeOutput(IntModule):
+class DequantizeOutput(_ScalarQParams):
     """int8 codes -> float32 ``(q - z) * s``; ``[B, H, W, C]`` goes back to ``[B, C, H, W]``."""
-
-    def __init__(self, scale: float, zero_point: int) -> None:
-        super().__init__()
-        self._scalar("scale", scale, torch.float64)
-        self._scalar("zero_point", zero_point, torch.int32)
-        self.refresh()
-
-    def refresh(self) -> None:
-        self._s, self._z = float(self.scale), int(self.zero_point)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         q = _check_codes(q, "q", (2, 4))
@@ -155,9 +150,6 @@ class DequantizeOutput(IntModule):
 
     def fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         return _to_nchw(x) if x.dim() == 4 else x
-
-    def extra_repr(self) -> str:
-        return f"scale={self._s:.6g}, zero_point={self._z}"
 
 
 class _IntLayer(IntModule):
