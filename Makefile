@@ -19,7 +19,7 @@ NB          ?=
 PORT        ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test release references autograde check bench results lint strip clean
+.PHONY: setup lab test test-fast release references autograde check bench results lint strip clean
 
 setup: $(STAMP)
 
@@ -34,8 +34,13 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=labs --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Everything, the `slow` tests included (notebooks executed, classes graded): CI runs this.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The library and grading unit tests only: no notebook executed, no class graded.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 release: references
 	$(BIN)/python -m autograder release

@@ -22,8 +22,11 @@ c = get_config()  # noqa: F821 -- injected by traitlets when it loads this file
 ROOT = os.path.dirname(os.path.abspath(__file__))
 WORK = "autograder/work"
 COURSE_ID = "quantization-in-neural-networks"
-CELL_TIMEOUT_S = 120  # per executed cell, while grading
-NOTEBOOK_TIMEOUT_S = 600  # per graded notebook, all cells together
+# Time limits count CPU seconds of the student's processes, not wall-clock time, so that a
+# busy grading machine costs no honest student a point (autograder/README.md, "Time limits").
+CELL_CPU_S = 120  # per executed cell, while grading
+NOTEBOOK_CPU_S = 600  # per graded notebook, all cells together
+WALL_FACTOR = 4  # wall-clock backstop (for code that sleeps): this many times the CPU limit
 
 # The feedback preprocessor below lives in this repository's `autograder` package.
 if ROOT not in sys.path:
@@ -48,10 +51,18 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, WORK, "gradebook.db
 # Files never copied from a submission next to the graded notebook: anything Python would
 # import from the working directory (a student's `numpy.py` or `course/grading.py` would
 # shadow the real module), plus nbgrader's defaults. Labs ship no Python files of their own.
+# What a user leaves behind in a lab folder (JupyterLab's checkpoints, the results.json a
+# lab writes, caches) is ignored too: it never reaches a release, and `make test` does not
+# count it as a difference between labs/ and solutions/ (autograder.release.ignored).
 c.CourseDirectory.ignore = [
     ".ipynb_checkpoints",
     "__pycache__",
     "feedback",
+    "results.json",
+    ".cache",
+    ".DS_Store",
+    ".~*",
+    "*~",
     "*.py",
     "*.pyc",
     "*.pyd",
@@ -59,10 +70,10 @@ c.CourseDirectory.ignore = [
     "*.pth",
 ]
 
-# Grading: a per-cell time limit; a deleted test cell is put back and run rather than
-# silently scoring 0. (`python -m autograder` also restores deleted locked cells and the
-# metadata of every graded cell before nbgrader sees a submission: autograder/intake.py.)
-c.ExecutePreprocessor.timeout = CELL_TIMEOUT_S
+# Grading: a deleted test cell is put back and run rather than silently scoring 0.
+# (`python -m autograder` also restores deleted locked cells and the metadata of every graded
+# cell before nbgrader sees a submission: autograder/intake.py.) The per-cell time limit is
+# Sandbox.cell_cpu_s below; the grader's executor ignores ExecutePreprocessor.timeout.
 # The kernel's own start-up warnings (it prints them to the grader's terminal) are noise.
 c.ExecutePreprocessor.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
 c.OverwriteCells.add_missing_cells = True
@@ -89,7 +100,10 @@ c.Sandbox.processes = 512  # processes and threads of one sandbox user
 c.Sandbox.file_mb = 64  # largest file written
 c.Sandbox.scratch_mb = 64  # the private working folder and home (tmpfs)
 c.Sandbox.tmp_mb = 256  # /tmp (tmpfs)
-c.Sandbox.notebook_timeout_s = NOTEBOOK_TIMEOUT_S
+c.Sandbox.cell_cpu_s = CELL_CPU_S
+c.Sandbox.notebook_cpu_s = NOTEBOOK_CPU_S
+c.Sandbox.wall_factor = WALL_FACTOR
+c.Sandbox.wall_margin_s = 30  # added to every backstop: a kernel's start on a loaded machine
 c.Sandbox.output_kb_per_cell = 256  # output kept per cell ...
 c.Sandbox.output_kb_per_notebook = 2048  # ... and per notebook
 c.Sandbox.message_mb = 32  # largest message accepted from a kernel

@@ -50,6 +50,8 @@ def _references(args: argparse.Namespace) -> int:
         stale = stale_references(root=root)
         for change in stale:
             print(f"out of date ({change.status}): {change.path.relative_to(root)} [{change.case}]")
+            if change.detail:
+                print(f"    first difference: {change.detail}")
         print(f"{len(stale)} reference file(s) out of date" if stale else "references up to date")
         return EXIT_ATTENTION if stale else EXIT_OK
     changes = write_references(root=root)

@@ -377,12 +377,14 @@ def _feedback(layout: CourseLayout, lab: str, student: str, out: Path, config: C
 
 
 def _record(layout: CourseLayout, lab: str, intake: Intake, job: Job, result: dict,
-            out: Path, config: Config, log: TextIO) -> StudentResult:
-    """Record a worker's result in the class gradebook, then write the feedback."""
+            out: Path, config: Config, log: TextIO, note: str = "") -> StudentResult:
+    """Record a worker's result in the class gradebook, then write the feedback; ``note``
+    (if any) is added to the student's notes."""
     student = intake.student_id
+    extra = (note,) if note else ()
     if not result.get("graded"):
         return StudentResult(student, False, 0.0, 0.0, result.get("problem") or "not graded",
-                             tuple(intake.notes), seconds=result.get("seconds", 0.0))
+                             (*intake.notes, *extra), seconds=result.get("seconds", 0.0))
     submitted = layout.step_dir("submitted") / student / lab
     if submitted.exists():
         shutil.rmtree(submitted)
@@ -403,7 +405,7 @@ def _record(layout: CourseLayout, lab: str, intake: Intake, job: Job, result: di
     _write_log(log, student, "autograde", run)
     if not run.success:
         return StudentResult(student, False, 0.0, 0.0, run.reason(), tuple(intake.notes))
-    notes = [*intake.notes, *_worker_notes(result)]
+    notes = [*intake.notes, *_worker_notes(result), *extra]
     problem = _feedback(layout, lab, student, out, config, log)
     if problem:
         notes.append(problem)
@@ -421,6 +423,51 @@ def _write_csvs(layout: CourseLayout, lab: str, out: Path) -> None:
             temporary = out / f".{name}.tmp"
             write(temporary)
             os.replace(temporary, out / name)
+
+
+def _grade_in_pool(pending: list[tuple[Intake, str]], jobs: int, timeout: float,
+                   materials: Materials, layout: CourseLayout, config: Config, keep,
+                   alone: bool = False) -> list[tuple[Intake, str]]:
+    """Grade ``pending`` ``jobs`` at a time; ``keep(intake, key, job, result, note)`` records
+    each result. Returns the submissions to grade again alone: those a wall-clock backstop
+    stopped under their CPU budget (never when ``alone``: that run's result is kept)."""
+    if not pending:
+        return []
+    again: list[tuple[Intake, str]] = []
+    workers = _Workers(jobs, layout.work_dir / JOBS_DIR / materials.lab)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for intake, key in pending:
+            job = job_for(intake, materials, layout, config)
+            futures[pool.submit(workers.run, job, timeout)] = (intake, key, job)
+        remaining = set(futures)
+        try:
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in done:
+                    intake, key, job = futures[future]
+                    result = future.result()
+                    if result.get("backstop") and not alone:
+                        again.append((intake, key))
+                    else:
+                        keep(intake, key, job, result, again_note(result) if alone else "")
+        except BaseException:
+            workers.stop()
+            for future in remaining:
+                future.cancel()
+            raise
+        finally:
+            workers.close()
+    return again
+
+
+def again_note(result: dict) -> str:
+    """The note of a submission graded a second time, alone."""
+    note = ("graded again, alone: a wall-clock backstop stopped the first run while it was "
+            "under its CPU budget")
+    if result.get("backstop"):
+        note += f"; stopped again ({result['backstop']}): scored as it ran"
+    return note
 
 
 def autograde(
@@ -488,34 +535,23 @@ def autograde(
                                                  tuple(previous.get("notes", ())), False)
                 continue
             pending.append((intake, key))
-        workers = _Workers(jobs, layout.work_dir / JOBS_DIR / lab)
-        timeout = limits.notebook_timeout_s * len(materials.released.notebooks) + WORKER_MARGIN_S
+        # The kernel's run and the fresh re-run each have the notebook's wall-clock backstop.
+        timeout = (2 * limits.notebook_wall_s * len(materials.released.notebooks)
+                   + WORKER_MARGIN_S)
+
+        def keep(intake: Intake, key: str, job: Job, result: dict, note: str = "") -> None:
+            record = _record(layout, lab, intake, job, result, out, config, log, note)
+            results[intake.student_id] = record
+            if record.graded:
+                ledger.record(intake.student_id, key, record.to_json())
+            else:
+                ledger.forget(intake.student_id)
+
         try:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {}
-                for intake, key in pending:
-                    job = job_for(intake, materials, layout, config)
-                    futures[pool.submit(workers.run, job, timeout)] = (intake, key, job)
-                remaining = set(futures)
-                try:
-                    while remaining:
-                        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            intake, key, job = futures[future]
-                            result = future.result()
-                            record = _record(layout, lab, intake, job, result, out, config, log)
-                            results[intake.student_id] = record
-                            if record.graded:
-                                ledger.record(intake.student_id, key, record.to_json())
-                            else:
-                                ledger.forget(intake.student_id)
-                except BaseException:
-                    workers.stop()
-                    for future in remaining:
-                        future.cancel()
-                    raise
-                finally:
-                    workers.close()
+            again = _grade_in_pool(pending, jobs, timeout, materials, layout, config, keep)
+            # Stopped by a wall-clock backstop while under the CPU budget: the machine, not
+            # the student, may have been slow. Graded once more, alone, scored from that run.
+            _grade_in_pool(again, 1, timeout, materials, layout, config, keep, alone=True)
             for student in unchanged:
                 problem = _feedback(layout, lab, student, out, config, log)
                 score, max_score = _scores(layout, lab, student)

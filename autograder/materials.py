@@ -37,7 +37,7 @@ from course.grading import REFERENCES_FILE
 from course.grading.encode import loads
 
 GRADING_DIR = "grading"
-GRADER_VERSION = 1
+GRADER_VERSION = 2
 """Bumped when grading semantics change in a way code hashes would not show."""
 
 
@@ -138,7 +138,7 @@ def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
 
     lab_files = sorted(p for p in source_lab.rglob("*") if p.is_file())
     extra = {"version": GRADER_VERSION, "limits": limits.__dict__, "sandbox": support.kind,
-             "timeout": config.ExecutePreprocessor.get("timeout", None), "lab": lab}
+             "lab": lab}
     fingerprint = _digest(lab_files + [hidden] + _grader_sources(), extra)
     return Materials(lab, folder, lib_dir, refs_dir, template_db, released, visible_refs,
                      hidden_refs, fingerprint, exercises)

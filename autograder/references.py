@@ -15,6 +15,7 @@ repository root to the exact bytes that belong there (visible references go to
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,11 +39,60 @@ class Reference:
 
 @dataclass(frozen=True)
 class Change:
-    """What writing one reference did: ``status`` is 'created', 'changed' or 'unchanged'."""
+    """What writing one reference did: ``status`` is 'created', 'changed' or 'unchanged';
+    ``detail`` says where a changed file first differs (``first_difference``)."""
 
     path: Path
     status: str
     case: str
+    detail: str = ""
+
+
+_LAST_BITS = 1e-6
+"""Relative differences below this between two floats are last-bit differences."""
+
+
+def _leaf_difference(where: str, old: object, new: object) -> str | None:
+    if type(old) is not type(new) and not (isinstance(old, (int, float))
+                                           and isinstance(new, (int, float))):
+        return f"{where}: committed {old!r:.80}, built {new!r:.80}"
+    if isinstance(old, dict):
+        for key in sorted(set(old) | set(new)):
+            if key not in old or key not in new:
+                side = "committed" if key in old else "built"
+                return f"{where}.{key}: only in the {side} file"
+            found = _leaf_difference(f"{where}.{key}", old[key], new[key])
+            if found:
+                return found
+        return None
+    if isinstance(old, list):
+        if len(old) != len(new):
+            return f"{where}: {len(old)} items committed, {len(new)} built"
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _leaf_difference(f"{where}[{i}]", a, b)
+            if found:
+                return found
+        return None
+    if old == new:
+        return None
+    text = f"{where}: committed {old!r:.80}, built {new!r:.80}"
+    if isinstance(old, float) and isinstance(new, float) and old and new \
+            and abs(old - new) <= _LAST_BITS * abs(old):
+        text += (" (a last-bit float difference: the case computes this value with "
+                 "arithmetic that depends on the CPU or thread count; compute it in float64 "
+                 "with a fixed order, see autograder/cases/_build.py, rather than "
+                 "regenerating)")
+    return text
+
+
+def first_difference(committed: bytes, built: bytes) -> str:
+    """Where two reference files first differ, as ``path: committed X, built Y`` (JSON
+    paths such as ``cases.requantize[1].expected[0]``), or why they cannot be compared."""
+    try:
+        old, new = json.loads(committed), json.loads(built)
+    except ValueError:
+        return "the committed file is not valid JSON" if committed != built else ""
+    return _leaf_difference("$", old, new) or "the same values, written differently"
 
 
 def case_modules(package: str = CASES_PACKAGE) -> list[ModuleType]:
@@ -111,7 +161,8 @@ def stale_references(package: str = CASES_PACKAGE, root: Path = REPO_ROOT) -> li
         if not ref.path.is_file():
             stale.append(Change(ref.path, "created", ref.case))
         elif ref.path.read_bytes() != ref.data:
-            stale.append(Change(ref.path, "changed", ref.case))
+            stale.append(Change(ref.path, "changed", ref.case,
+                                first_difference(ref.path.read_bytes(), ref.data)))
     return stale
 
 

@@ -13,6 +13,7 @@ result is deterministic: releasing twice gives identical bytes.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,12 +38,28 @@ def _no_database(config: Config) -> Config:
     return merged
 
 
-def released_files(layout: CourseLayout, lab: str) -> list[Path]:
-    """Every file of the released ``lab``, sorted (empty if it was never released)."""
-    folder = layout.release_dir / check_lab_name(lab)
+def ignored(path: Path, patterns: Sequence[str]) -> bool:
+    """Whether any part of the relative ``path`` matches one of nbgrader's
+    ``CourseDirectory.ignore`` ``patterns`` (a user's leftovers: checkpoints, results.json,
+    caches), which neither reach a release nor count as a difference."""
+    return any(fnmatch.fnmatch(part, pattern) for part in path.parts for pattern in patterns)
+
+
+def lab_files(folder: Path, patterns: Sequence[str] | None = None) -> list[Path]:
+    """The files of a lab folder that belong to it, sorted: every file but those matching the
+    course's ignore ``patterns`` (default: ``nbgrader_config.py``'s)."""
     if not folder.is_dir():
         return []
-    return sorted(path for path in folder.rglob("*") if path.is_file())
+    if patterns is None:
+        patterns = list(load_config().CourseDirectory.get("ignore", []))
+    return sorted(path for path in folder.rglob("*")
+                  if path.is_file() and not ignored(path.relative_to(folder), patterns))
+
+
+def released_files(layout: CourseLayout, lab: str) -> list[Path]:
+    """Every file of the released ``lab``, sorted (empty if it was never released); a user's
+    leftovers (``ignored``) are not part of it."""
+    return lab_files(layout.release_dir / check_lab_name(lab))
 
 
 def release(

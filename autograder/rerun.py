@@ -54,6 +54,8 @@ class RerunVerdict:
     grade_id: str
     passed: bool
     error: str
+    backstop: bool = False
+    """True when the wall-clock backstop, not the CPU-time limit, stopped the re-run."""
 
 
 def _is_test(cell: NotebookNode) -> bool:
@@ -93,7 +95,7 @@ def targets(notebook: NotebookNode, plans: Mapping[str, TestPlan]) -> list[str]:
 
 
 def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: list[str],
-               cell_timeout: int) -> dict:
+               limits: Limits) -> dict:
     """The harness's plan: the code cells to run, in order, up to the last wanted test."""
     cells, preimport = [], set()
     last = max((i for i, c in enumerate(notebook.cells)
@@ -115,25 +117,26 @@ def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: li
             if plan is not None and not plan.plain:
                 continue  # only check() calls: judged from records, not re-run
         cells.append({"source": cell.source, "test": False, "grade_id": ""})
-    return {"cells": cells, "preimport": sorted(preimport), "cell_timeout": cell_timeout}
+    return {"cells": cells, "preimport": sorted(preimport), "cell_cpu_s": limits.cell_cpu_s,
+            "cell_wall_s": limits.cell_wall_s}
 
 
 def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work: Path,
                     lab_files: list[Path], lib_dir: Path, refs_dir: Path | None, uid: int,
-                    limits: Limits, support: Support, cell_timeout: int
-                    ) -> dict[str, RerunVerdict]:
+                    limits: Limits, support: Support) -> dict[str, RerunVerdict]:
     """Re-run ``notebook`` fresh and judge its plain test cells that passed in the kernel.
 
     ``work`` is a folder for the plan and verdict files; ``lab_files`` the lab's released
     files (the working folder's content). Returns grade_id -> verdict for each such cell;
-    a cell the re-run did not reach fails.
+    a cell the re-run did not reach fails. Time limits are ``limits``' CPU-time limits, with
+    its wall-clock backstops; a verdict the backstop decided has ``backstop`` set.
     """
     wanted = targets(notebook, plans)
     if not wanted:
         return {}
     work.mkdir(parents=True, exist_ok=True)
     plan_file, verdict_file = work / "plan.json", work / "verdicts.json"
-    plan_file.write_text(json.dumps(build_plan(notebook, plans, wanted, cell_timeout)))
+    plan_file.write_text(json.dumps(build_plan(notebook, plans, wanted, limits)))
     verdict_file.write_text("")
     inside = support.available
     env = {"NBGRADER_EXECUTION": "autograde"}
@@ -152,13 +155,14 @@ def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work:
     paths = ((f"{INSIDE}/harness.py", f"{INSIDE}/plan.json", f"{INSIDE}/verdicts.json")
              if inside else (str(HARNESS), str(plan_file), str(verdict_file)))
     command = sandbox_command([sys.executable, *paths], spec, limits, support)
+    walled = False
     try:
         subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=limits.notebook_timeout_s,
+                       stderr=subprocess.DEVNULL, timeout=limits.notebook_wall_s,
                        env=None if inside else host_environment(spec),
                        cwd=spec.host_workdir, start_new_session=True)
     except subprocess.TimeoutExpired:
-        pass
+        walled = True
     try:
         raw = verdict_file.read_bytes()[:MAX_VERDICT_BYTES]
         found = json.loads(raw or b"{}")
@@ -167,12 +171,16 @@ def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work:
     verdicts = {}
     for grade_id in wanted:
         entry = found.get(grade_id) if isinstance(found, dict) else None
+        backstop = walled or (isinstance(found, dict) and "__backstop__" in found)
         if isinstance(entry, dict) and isinstance(entry.get("passed"), bool):
             verdicts[grade_id] = RerunVerdict(grade_id, entry["passed"],
-                                              str(entry.get("error", ""))[:2000])
+                                              str(entry.get("error", ""))[:2000],
+                                              entry.get("backstop") is True or (
+                                                  backstop and not entry["passed"]))
         else:
             verdicts[grade_id] = RerunVerdict(grade_id, False, "NotReached: the grader's fresh "
-                                              "re-run of the notebook did not reach this test")
+                                              "re-run of the notebook did not reach this test",
+                                              backstop)
     return verdicts
 
 

@@ -12,6 +12,11 @@ by a transformer created before student code ran (input transformers a notebook 
 do not apply) and executed in the notebook's namespace. Its verdict is appended to
 ``VERDICTS_JSON`` at once: ``{"<grade_id>": {"passed": bool, "error": "Name: message"}}``.
 
+Each cell may use ``cell_cpu_s`` CPU seconds of this process (``ITIMER_PROF``: all its threads,
+whatever the machine's load); ``cell_wall_s`` wall-clock seconds are a backstop for a cell that
+sleeps or blocks (``ITIMER_REAL``). A test stopped by the backstop says so
+(``"backstop": true``), and so does the key ``"__backstop__"`` when any cell was.
+
 This defeats what state can do to a test — patched comparison functions or builtins,
 replaced modules or grading functions, input transformers, kernel hooks — but student
 functions still run in this process when the test calls them, so a determined attacker can
@@ -80,11 +85,44 @@ class Snapshot:
 
 
 class _Timeout(BaseException):
-    pass
+    """Raised by the CPU-time limit (``wall`` False) or the wall-clock backstop."""
+
+    def __init__(self, wall):
+        super().__init__()
+        self.wall = wall
 
 
-def _alarm(signum, frame):
-    raise _Timeout()
+_FIRED = []
+"""Which limits fired (True: the wall-clock backstop), also when IPython caught the raise."""
+
+
+def _cpu_limit(signum, frame):
+    _FIRED.append(False)
+    raise _Timeout(False)
+
+
+def _wall_limit(signum, frame):
+    _FIRED.append(True)
+    raise _Timeout(True)
+
+
+def _arm(cpu_s, wall_s):
+    signal.signal(signal.SIGPROF, _cpu_limit)
+    signal.signal(signal.SIGALRM, _wall_limit)
+    signal.setitimer(signal.ITIMER_PROF, cpu_s)
+    signal.setitimer(signal.ITIMER_REAL, wall_s)
+
+
+def _disarm():
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _timeout_message(timeout, cpu_s, wall_s):
+    if timeout.wall:
+        return (f"CellTimeout: no result after the wall-clock backstop ({wall_s} s): it "
+                "slept, waited, or the machine was busy")
+    return f"CellTimeout: no result after its CPU time limit ({cpu_s} s of CPU time)"
 
 
 def main(argv):
@@ -103,11 +141,19 @@ def main(argv):
     transform = TransformerManager().transform_cell
     shell = InteractiveShell.instance()
     snapshot = Snapshot()
-    timeout = int(plan.get("cell_timeout", 120))
+    cpu_s = float(plan.get("cell_cpu_s", 120))
+    wall_s = float(plan.get("cell_wall_s", 4 * cpu_s))
     verdicts = {}
+
+    def write():
+        data = json.dumps(verdicts).encode("utf-8")
+        os.lseek(verdict_fd, 0, os.SEEK_SET)
+        os.ftruncate(verdict_fd, 0)
+        os.write(verdict_fd, data)
+
     for cell in plan["cells"]:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(timeout)
+        _FIRED.clear()
+        _arm(cpu_s, wall_s)
         try:
             if not cell["test"]:
                 shell.run_cell(cell["source"], store_history=False)
@@ -117,9 +163,10 @@ def main(argv):
                 code = compile(transform(cell["source"]), f"<test {cell['grade_id']}>", "exec")
                 exec(code, shell.user_ns)  # noqa: S102 - the instructor's test code
                 verdicts[cell["grade_id"]] = {"passed": True, "error": ""}
-            except _Timeout:
-                verdicts[cell["grade_id"]] = {"passed": False, "error": f"CellTimeout: no "
-                                              f"result after {timeout} s"}
+            except _Timeout as timeout:
+                verdicts[cell["grade_id"]] = {
+                    "passed": False, "error": _timeout_message(timeout, cpu_s, wall_s),
+                    "backstop": timeout.wall}
             except BaseException as error:  # noqa: BLE001 - the test failed
                 try:
                     text = str(error)
@@ -127,14 +174,14 @@ def main(argv):
                     text = ""
                 verdicts[cell["grade_id"]] = {"passed": False,
                                               "error": f"{type(error).__name__}: {text}"[:2000]}
-            data = json.dumps(verdicts).encode("utf-8")
-            os.lseek(verdict_fd, 0, os.SEEK_SET)
-            os.ftruncate(verdict_fd, 0)
-            os.write(verdict_fd, data)
+            write()
         except _Timeout:
             pass
         finally:
-            signal.alarm(0)
+            _disarm()
+            if True in _FIRED and "__backstop__" not in verdicts:
+                verdicts["__backstop__"] = _timeout_message(_Timeout(True), cpu_s, wall_s)
+                write()
     os.close(verdict_fd)
     os._exit(0)
 

@@ -5,8 +5,8 @@ A sandboxed process (the notebook's kernel, a fresh re-run of its test cells) st
     python -I -S autograder/limits.py RLIMITS -- bwrap ... -- setpriv --reuid UID ... -- python ...
 
 - **limits** (``Limits``): address space, CPU seconds, processes, file size, the sizes of its
-  writable folders, and the notebook's wall-clock and output budgets (the latter enforced by
-  ``autograder.execute``);
+  writable folders, and the notebook's CPU-time, wall-clock backstop and output budgets (the
+  latter enforced by ``autograder.execute``);
 - **bubblewrap** (``bwrap``): new mount, PID, IPC, UTS and network namespaces (no network at
   all); a read-only view of the system (``/usr``), of the Python environment and of the
   grading copy of the ``course`` library; the working folder ``/grader/work`` and the home
@@ -52,6 +52,7 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/
               "/etc/alternatives", "/etc/fonts", "/etc/mime.types")
 _PROBE_TIMEOUT_S = 60
 _MB = 1024 * 1024
+_RENAMED = {"notebook_timeout_s": "notebook_cpu_s"}
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,17 @@ class Limits:
     ``memory_mb`` is the address space of each process (RLIMIT_AS), ``cpu_s`` its CPU time
     (RLIMIT_CPU), ``processes`` the processes and threads of the sandbox user (RLIMIT_NPROC),
     ``file_mb`` the largest file it may write (RLIMIT_FSIZE); ``scratch_mb`` / ``tmp_mb`` size
-    the writable tmpfs (working folder and home; /tmp). ``notebook_timeout_s`` bounds the whole
-    notebook (each cell also has ``ExecutePreprocessor.timeout``); ``output_kb_per_cell`` and
-    ``output_kb_per_notebook`` cap the output kept, ``message_mb`` the largest message the
-    grader accepts from a kernel.
+    the writable tmpfs (working folder and home; /tmp).
+
+    Time is counted in **CPU seconds of the student's processes** (the kernel and everything
+    it starts), so that a busy machine does not cost an honest student points:
+    ``cell_cpu_s`` per cell, ``notebook_cpu_s`` for the whole notebook. Wall-clock time is
+    only a backstop for code that sleeps or blocks: ``wall_factor`` times the CPU limit plus
+    ``wall_margin_s`` (``cell_wall_s``, ``notebook_wall_s``). A notebook stopped by the
+    backstop while under its CPU budget is graded again once, alone (``autograder.grade``).
+
+    ``output_kb_per_cell`` and ``output_kb_per_notebook`` cap the output kept, ``message_mb``
+    the largest message the grader accepts from a kernel.
     """
 
     memory_mb: int = 4096
@@ -73,7 +81,10 @@ class Limits:
     file_mb: int = 64
     scratch_mb: int = 64
     tmp_mb: int = 256
-    notebook_timeout_s: int = 600
+    cell_cpu_s: int = 120
+    notebook_cpu_s: int = 600
+    wall_factor: int = 4
+    wall_margin_s: int = 30
     output_kb_per_cell: int = 256
     output_kb_per_notebook: int = 2048
     message_mb: int = 32
@@ -86,10 +97,24 @@ class Limits:
             if value <= 0:
                 raise ValueError(f"{item.name} must be positive, got {value}")
 
+    @property
+    def cell_wall_s(self) -> int:
+        """The wall-clock backstop of one cell (seconds)."""
+        return self.wall_factor * self.cell_cpu_s + self.wall_margin_s
+
+    @property
+    def notebook_wall_s(self) -> int:
+        """The wall-clock backstop of a whole notebook (seconds)."""
+        return self.wall_factor * self.notebook_cpu_s + self.wall_margin_s
+
     @classmethod
     def from_config(cls, config: Mapping | None) -> Limits:
         """The limits a traitlets config sets under ``Sandbox`` (defaults elsewhere)."""
         section = (config or {}).get("Sandbox", {})
+        for old, new in _RENAMED.items():
+            if old in section:
+                raise ValueError(f"Sandbox.{old} is no longer read: set Sandbox.{new} (CPU "
+                                 "seconds of the student's processes) instead")
         names = {item.name for item in fields(cls)}
         return cls(**{k: v for k, v in dict(section).items() if k in names})
 

@@ -8,7 +8,9 @@ hangs or dies. A worker never runs student code itself: it runs nbgrader's
 instructor's references (``autograder.verdicts``), and leaves in ``JOB_DIR/out/``:
 
 - ``<notebook>.ipynb``  the executed notebook with the grader's verdicts in its test cells;
-- ``result.json``       ``{"graded", "problem", "stopped", "cells": [...], "seconds"}``.
+- ``result.json``       ``{"graded", "problem", "stopped", "backstop", "cells": [...],
+  "seconds"}``; ``backstop`` says why, when a wall-clock backstop stopped something that
+  was under its CPU budget (the class run then grades the submission again, alone).
 
 Its scratch course (``JOB_DIR/course``, removed when done) holds a copy of the lab's template
 gradebook, so workers never write the class gradebook: the class run records each result
@@ -159,7 +161,7 @@ def run_job(job: Job) -> dict:
                         force=True, create_student=True)
     (job_dir / "nbgrader.log").write_text(run.log + run.error)
     result: dict = {"graded": run.success, "problem": "" if run.success else run.reason(),
-                    "stopped": "", "cells": [], "notebooks": []}
+                    "stopped": "", "backstop": "", "cells": [], "notebooks": []}
     if run.success:
         references = References.from_files(
             job.lab, Path(job.visible_refs) if job.visible_refs else None,
@@ -179,13 +181,17 @@ def run_job(job: Job) -> dict:
             reruns = run_plain_tests(
                 notebook, plans, job_dir / "rerun" / name, lab_files, Path(job.lib_dir),
                 Path(job.refs_dir) if job.refs_dir else None, job.uid,
-                Limits.from_config(config), probe_support(sandbox_mode(config)),
-                int(config.ExecutePreprocessor.get("timeout", 120) or 120))
+                Limits.from_config(config), probe_support(sandbox_mode(config)))
             apply_rerun(notebook, reruns)
             nbformat.write(notebook, str(out / f"{name}.ipynb"))
             result["notebooks"].append(name)
             if sidecar.get("stopped"):
                 result["stopped"] = sidecar["stopped"]
+            backstops = [sidecar.get("backstop") or ""] + [
+                f"the fresh re-run of {v.grade_id}: {v.error}" for v in reruns.values()
+                if v.backstop]
+            if any(backstops) and not result["backstop"]:
+                result["backstop"] = next(b for b in backstops if b)
             for report in reports:
                 verdict = report.verdict
                 rerun = reruns.get(report.grade_id)

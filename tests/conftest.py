@@ -4,15 +4,24 @@
 format itself) and ``test_download.py`` (the files a loopback server hands out).
 ``execute_solution``: runs a lab's solution notebook top to bottom in a temporary copy of its
 folder (used by the ``test_labNN.py`` files).
+``cpu_burner`` / ``busy_cores()``: every core of this machine busy, plus one process more,
+while a test runs (the grader's limits must hold on a loaded machine); the burners stop by
+themselves after a bound and are ended by their ids when the test is done.
+``pytest_report_header``: the kernel paths this CPU takes, so that a CI log says what was
+tested (``course.kernels.backend_report()``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import struct
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +45,53 @@ def idx_bytes() -> Callable[[np.ndarray], bytes]:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+BURN_LIMIT_S = 1200
+"""A burner stops by itself after this many seconds, whatever happens to the test run."""
+
+
+def pytest_report_header(config) -> list[str]:
+    """The machine's kernel paths, in the header of every test run."""
+    try:
+        from course.kernels import backend_report
+
+        report = backend_report()
+    except Exception as error:  # noqa: BLE001 - the header must never break a run
+        return [f"course kernels: backend_report() failed: {type(error).__name__}: {error}"]
+    if isinstance(report, dict):
+        return ["course kernels: " + ", ".join(f"{k}={v}" for k, v in report.items())]
+    return [f"course kernels: {report}"]
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def busy_cores(extra: int = 1, limit_s: float = BURN_LIMIT_S) -> Iterator[list[int]]:
+    """Keep every core busy (one spinning process per core, plus ``extra``) inside the
+    ``with``; yields the burners' pids. Each burner ends by itself after ``limit_s``."""
+    code = ("import time\nend = time.monotonic() + float(__import__('sys').argv[1])\n"
+            "while time.monotonic() < end:\n    pass\n")
+    burners = [subprocess.Popen([sys.executable, "-c", code, str(limit_s)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+               for _ in range(_cores() + extra)]
+    try:
+        yield [b.pid for b in burners]
+    finally:
+        for burner in burners:
+            burner.kill()
+        for burner in burners:
+            burner.wait(timeout=30)
+
+
+@pytest.fixture()
+def cpu_burner() -> Iterator[list[int]]:
+    """Every core busy, plus one, for the duration of the test."""
+    with busy_cores() as pids:
+        yield pids
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ The toy lab (``autograder.toy_lab``: ``test_square`` 2 points with plain asserts
 ``test_cube`` 3 points with ``course.grading.check``) is submitted by a class of cheats,
 faults and bad inputs next to an honest student; lab01 by two cheats. Each test asserts the
 score the gradebook holds, the reason the report or the graded notebook gives, that the
-others were not affected, and — for hangs — that the time limit is what stopped them.
+others were not affected, and — for hangs — that the time limit is what stopped them. A
+second, smaller class is graded while every core of the machine is busy (``busy_cores``): the
+honest students keep full marks, since time limits count the student's CPU time.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from autograder.regions import SOLUTION, replace_regions
 from autograder.sandbox import probe_support
 from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradebook
 from autograder.toy_lab import TOY_LAB, TOY_POINTS, write_toy_lab
+from tests.conftest import busy_cores
 
 SANDBOXED = probe_support().available
-CELL_TIMEOUT_S = 5
+CELL_CPU_S = 5
 CUBE, SQUARE = TOY_POINTS["test_cube"], TOY_POINTS["test_square"]
 LAB01 = "lab01_direct_quantization"
 
@@ -247,8 +250,38 @@ def toy(tmp_path_factory) -> Run:
             "        os._exit(0)")})
 
     config = load_config()
-    config.ExecutePreprocessor.timeout = CELL_TIMEOUT_S
+    config.Sandbox.cell_cpu_s = CELL_CPU_S
     report = autograde(TOY_LAB, subs, root / "out", layout, config, jobs=2)
+    return Run(layout, TOY_LAB, report, subs)
+
+
+IGNORES_INTERRUPTS = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                      "while True:\n    pass")
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> Run:
+    """A small class graded while every core is busy, plus one process more."""
+    from autograder.grade import autograde
+    from autograder.release import release
+
+    root = tmp_path_factory.mktemp("loaded")
+    src = write_toy_lab(root)
+    layout = CourseLayout.from_config(root=root)
+    release([TOY_LAB], layout)
+    subs = root / "submissions"
+    for student in ("honest_a", "honest_b", "honest_c"):
+        variant(src, subs / student / TOY_LAB / src.name)
+    variant(src, subs / "hangs" / TOY_LAB / src.name, append={"cube": IGNORES_INTERRUPTS})
+    variant(src, subs / "exits" / TOY_LAB / src.name, append={"cube": "import os\nos._exit(1)"})
+    variant(src, subs / "sleeps" / TOY_LAB / src.name,
+            solutions={"cube": "import time\ntime.sleep(10_000)\nreturn x * x * x"})
+    config = load_config()
+    config.Sandbox.cell_cpu_s = CELL_CPU_S
+    config.Sandbox.wall_factor = 4
+    config.Sandbox.wall_margin_s = 10  # a sleeping cell's backstop: 4 * 5 + 10 = 30 s
+    with busy_cores():
+        report = autograde(TOY_LAB, subs, root / "out", layout, config, jobs=2)
     return Run(layout, TOY_LAB, report, subs)
 
 
@@ -327,13 +360,38 @@ def test_student_code_cannot_see_answers_gradebook_or_network(toy):
 def test_hangs_and_dead_kernels_score_what_ran_and_say_why(toy):
     assert toy.scores("hangs") == {**FULL, "test_cube": 0.0}
     note = "; ".join(toy.result("hangs").notes)
-    assert f"did not stop when interrupted after its time limit ({CELL_TIMEOUT_S} s)" in note
+    assert f"did not stop when interrupted after its CPU time limit ({CELL_CPU_S} s)" in note
     assert "NotRun: not run:" in toy.errors("hangs", "test_cube")
     assert toy.scores("exits") == {**FULL, "test_cube": 0.0}
     assert "the kernel exited (status 1)" in "; ".join(toy.result("exits").notes)
     assert toy.scores("memory_bomb") == {**FULL, "test_square": 0.0}
     if SANDBOXED:
         assert toy.scores("fork_bomb") == FULL
+
+
+@pytest.mark.slow
+def test_on_a_busy_machine_honest_students_keep_full_marks_and_hangs_still_end(loaded):
+    for student in ("honest_a", "honest_b", "honest_c"):
+        assert loaded.scores(student) == FULL, (student, loaded.result(student).notes)
+        assert loaded.result(student).notes == (), student
+    assert loaded.scores("hangs") == {**FULL, "test_cube": 0.0}
+    # its CPU limit stops it; on a machine so busy that the loop gets under a sixth of a core,
+    # the wall-clock backstop does: either way it ends, with the reason
+    assert "did not stop when interrupted after its" in "; ".join(loaded.result("hangs").notes)
+    assert loaded.scores("exits") == {**FULL, "test_cube": 0.0}
+    assert "the kernel exited (status 1)" in "; ".join(loaded.result("exits").notes)
+
+
+@pytest.mark.slow
+def test_a_sleeping_submission_is_graded_again_alone_and_then_scored(loaded):
+    """Asleep, it uses no CPU: only the wall-clock backstop stops it, so it is graded a second
+    time alone (the machine might have been the slow one), then scored as it ran."""
+    assert loaded.scores("sleeps") == {**FULL, "test_cube": 0.0}
+    notes = "; ".join(loaded.result("sleeps").notes)
+    assert "graded again, alone: a wall-clock backstop stopped the first run" in notes
+    assert "stopped again (the cell ran past its wall-clock backstop (30 s)" in notes
+    assert "ran past its wall-clock backstop (30 s) after only" in \
+        loaded.errors("sleeps", "test_cube")
 
 
 @pytest.mark.slow

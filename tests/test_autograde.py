@@ -162,9 +162,10 @@ def test_config_keeps_grader_state_under_autograder_work():
     for step in ("submitted", "autograded", "feedback"):
         assert getattr(course, f"{step}_directory") == f"autograder/work/{step}"
     assert course.db_url == f"sqlite:///{REPO_ROOT / 'autograder' / 'work' / 'gradebook.db'}"
-    assert 0 < config.ExecutePreprocessor.timeout <= 600
+    assert 0 < config.Sandbox.cell_cpu_s <= 600 and config.Sandbox.wall_factor >= 2
     assert config.Sandbox.mode == "auto" and config.HTMLExporter.sanitize_html is True
-    assert config.ExecutePreprocessor.timeout < config.Sandbox.notebook_timeout_s
+    assert config.Sandbox.cell_cpu_s < config.Sandbox.notebook_cpu_s <= config.Sandbox.cpu_s
+    assert "timeout" not in config.ExecutePreprocessor  # the executor uses the CPU limits
     assert "*.py" in course.ignore
     names = [cls.__name__ for cls in config.GenerateFeedback.preprocessors]
     assert names.index("ClearHiddenTestTracebacks") < names.index("ClearHiddenTests")
@@ -347,7 +348,7 @@ def test_check_fails_only_when_grading_cannot_run(toy, tmp_path):
 
 @pytest.mark.slow
 def test_a_hanging_cell_is_stopped_by_the_cell_timeout(tmp_path):
-    """The per-cell timeout (here 3 s instead of the course's 120 s) interrupts a solution
+    """The per-cell CPU limit (here 3 s instead of the course's 120 s) interrupts a solution
     that never returns: that test scores 0, the rest of the notebook is still graded."""
     from autograder.grade import autograde
 
@@ -357,7 +358,7 @@ def test_a_hanging_cell_is_stopped_by_the_cell_timeout(tmp_path):
     break_function(source, "square", "while True:\n    pass", subs / "henry" / TOY_LAB /
                    source.name)
     config = load_config()
-    config.ExecutePreprocessor.timeout = 3
+    config.Sandbox.cell_cpu_s = 3
     report = autograde(TOY_LAB, subs, tmp_path / "out", layout, config, jobs=1)
     assert [s.student_id for s in report.graded] == ["henry"], report.summary()
     grades = gradebook_grades(layout, TOY_LAB)

@@ -26,7 +26,7 @@ from autograder.regions import (
     region_lines,
     replace_regions,
 )
-from autograder.session import REPO_ROOT, CourseLayout
+from autograder.session import REPO_ROOT, CourseLayout, load_config
 from autograder.toy_lab import HIDDEN_MARKER, REFERENCES, TOY_LAB, write_toy_lab
 
 REPO_LAYOUT = CourseLayout.from_config()
@@ -156,6 +156,46 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     }
 
 
+IGNORE = tuple(load_config().CourseDirectory.ignore)
+
+
+def lab_bytes(folder: Path) -> dict[str, bytes]:
+    """A lab folder's own files (a user's leftovers skipped), by relative path."""
+    from autograder.release import lab_files
+
+    return {str(p.relative_to(folder)): p.read_bytes() for p in lab_files(folder, IGNORE)}
+
+
+def first_notebook_difference(committed: bytes, built: bytes) -> str:
+    """The first cell (by id) whose source differs, else 'metadata or outputs'."""
+    from autograder.references import first_difference
+
+    try:
+        old, new = json.loads(committed), json.loads(built)
+    except ValueError:
+        return "not JSON: the bytes differ"
+    if "cells" not in new:
+        return first_difference(committed, built)
+    for a, b in zip(old.get("cells", []), new.get("cells", []), strict=False):
+        if a.get("source") != b.get("source"):
+            return f"cell {b.get('id') or a.get('id')!r} has other source"
+    if len(old.get("cells", [])) != len(new.get("cells", [])):
+        return f"{len(old.get('cells', []))} cells committed, {len(new.get('cells', []))} built"
+    return "metadata or outputs differ"
+
+
+def test_a_users_leftovers_are_not_part_of_a_lab(tmp_path):
+    from autograder.release import ignored, lab_files
+
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "lab-checkpoint.ipynb").write_text("{}")
+    for name in ("lab.ipynb", "references.json", "results.json"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in lab_files(tmp_path, IGNORE)] == ["lab.ipynb", "references.json"]
+    assert ignored(Path(".cache/numba/x.nbi"), IGNORE)
+    assert not ignored(Path("references.json"), IGNORE)
+
+
 # ----------------------------------------------------------------------------- toy release
 @pytest.fixture()
 def toy_course(tmp_path):
@@ -237,15 +277,23 @@ def test_labs_are_in_sync_with_solutions(tmp_path):
         pytest.skip("solutions/ has no lab yet")
     from autograder.release import release
 
-    shutil.copytree(REPO_LAYOUT.source_dir, tmp_path / REPO_LAYOUT.source)
+    shutil.copytree(REPO_LAYOUT.source_dir, tmp_path / REPO_LAYOUT.source,
+                    ignore=shutil.ignore_patterns(*IGNORE))
     scratch = CourseLayout.from_config(root=tmp_path)
     release(None, scratch)
-    expected = {lab: tree_bytes(scratch.release_dir / lab) for lab in REPO_LABS}
-    committed = {lab: tree_bytes(REPO_LAYOUT.release_dir / lab) for lab in REPO_LABS}
+    expected = {lab: lab_bytes(scratch.release_dir / lab) for lab in REPO_LABS}
+    committed = {lab: lab_bytes(REPO_LAYOUT.release_dir / lab) for lab in REPO_LABS}
     for lab in REPO_LABS:
-        assert sorted(committed[lab]) == sorted(expected[lab]), f"{lab}: run `make release`"
+        missing = sorted(set(expected[lab]) - set(committed[lab]))
+        extra = sorted(set(committed[lab]) - set(expected[lab]))
+        assert not missing, f"labs/{lab} lacks {missing}: run `make release`"
+        assert not extra, (f"labs/{lab} holds {extra}, which solutions/{lab} does not "
+                           "release: delete them from labs/ (or `make release`)")
         stale = [name for name in expected[lab] if committed[lab][name] != expected[lab][name]]
-        assert stale == [], f"{lab}: {stale} differ from solutions/: run `make release`"
+        details = [f"{name}: {first_notebook_difference(committed[lab][name], expected[lab][name])}"
+                   for name in stale]
+        assert stale == [], (f"labs/{lab} differs from what solutions/{lab} releases (edit "
+                             "solutions/, never labs/, then `make release`): " + "; ".join(details))
     orphans = sorted(
         p.name for p in REPO_LAYOUT.release_dir.iterdir() if p.is_dir() and p.name not in REPO_LABS
     ) if REPO_LAYOUT.release_dir.is_dir() else []
@@ -341,15 +389,60 @@ def test_two_cases_claiming_one_file_are_refused(tmp_path, monkeypatch):
 
 
 def test_committed_references_equal_what_the_cases_build():
-    from autograder.references import build_references, case_modules
+    from autograder.references import case_modules, stale_references
 
     if not case_modules():
         pytest.skip("no reference case in autograder/cases/ yet")
-    stale = []
-    for ref in build_references():
-        if not ref.path.is_file() or ref.path.read_bytes() != ref.data:
-            stale.append(str(ref.path.relative_to(REPO_ROOT)))
-    assert stale == [], f"run `make references`: {stale}"
+    stale = [f"{c.path.relative_to(REPO_ROOT)} ({c.status}): {c.detail}"
+             for c in stale_references()]
+    assert stale == [], "the committed references differ from what the cases build:\n" + \
+        "\n".join(stale)
+
+
+def _capabilities() -> list[str]:
+    """ATen's plain path and this CPU's best one (``ATEN_CPU_CAPABILITY`` values)."""
+    import torch
+
+    best = torch.backends.cpu.get_cpu_capability().lower()
+    return ["default"] + ([best] if best != "default" else [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("capability", _capabilities())
+def test_references_are_the_same_bytes_on_every_cpu_path_and_thread_count(capability,
+                                                                           threads):
+    """``references --check`` passes whatever vector path, BLAS kernel and thread count the
+    machine uses: the values must not be a property of the CPU that built them. Also with
+    MKL and oneDNN held to AVX2 where the capability is the best one (an AVX2 machine's
+    kernels, emulated on a bigger CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), PYTHONPATH=str(REPO_ROOT))
+    if capability != "default":
+        env.update(MKL_ENABLE_INSTRUCTIONS="AVX2", ONEDNN_MAX_CPU_ISA="AVX2")
+    process = subprocess.run([sys.executable, "-m", "autograder", "references", "--check"],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             timeout=1800)
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "references up to date" in process.stdout
+
+
+def test_a_changed_reference_says_where_it_differs():
+    from autograder.references import first_difference
+
+    old = b'{"cases": {"f": [{"expected": [1.0, 3.3822131156921387]}]}}'
+    new = b'{"cases": {"f": [{"expected": [1.0, 3.3822128772735596]}]}}'
+    detail = first_difference(old, new)
+    assert detail.startswith("$.cases.f[0].expected[1]: committed 3.3822131156921387, built "
+                             "3.3822128772735596 (a last-bit float difference")
+    assert first_difference(b'{"a": [1, 2]}', b'{"a": [1, 2, 3]}') == \
+        "$.a: 2 items committed, 3 built"
+    assert first_difference(b'{"a": 1}', b'{"b": 1}') == "$.a: only in the committed file"
+    assert first_difference(b"not json", b"{}") == "the committed file is not valid JSON"
 
 
 # ----------------------------------------------------------------------------- results

@@ -44,6 +44,10 @@ def test_limits_check_their_values_and_read_the_config():
         Limits(cpu_s=0)
     limits = Limits.from_config({"Sandbox": {"memory_mb": 1024, "mode": "auto", "other": 1}})
     assert limits.memory_mb == 1024 and limits.cpu_s == Limits().cpu_s
+    assert (limits.cell_wall_s, limits.notebook_wall_s) == (4 * 120 + 30, 4 * 600 + 30)
+    with pytest.raises(ValueError, match="Sandbox.notebook_timeout_s is no longer read: set "
+                                         "Sandbox.notebook_cpu_s"):
+        Limits.from_config({"Sandbox": {"notebook_timeout_s": 600}})
     rl = limits.rlimits()
     assert rl["RLIMIT_AS"] == 1024 * 2**20 and rl["RLIMIT_FSIZE"] == limits.file_mb * 2**20
     assert rl["RLIMIT_NPROC"] == limits.processes and rl["RLIMIT_CORE"] == 0
@@ -140,8 +144,7 @@ def _execute(tmp_path: Path, sources: list[str], **sandbox) -> tuple[list, dict]
     config.SandboxKernelManager.uid = UID_BASE + 8
     config.BoundedExecute.record_file = str(tmp_path / "kernel" / "records.jsonl")
     config.BoundedExecute.records_dir = str(tmp_path / "records")
-    config.BoundedExecute.timeout = sandbox.pop("cell_timeout", 10)
-    config.Sandbox = Config(sandbox)
+    config.Sandbox = Config({"cell_cpu_s": 10, **sandbox})
     notebook = new_notebook(cells=[new_code_cell(s) for s in sources])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
@@ -175,21 +178,61 @@ def test_memory_bomb_output_flood_and_exiting_kernel_are_scored_for_what_ran(tmp
 
 
 @pytest.mark.slow
-def test_a_loop_ignoring_interrupts_and_the_notebook_time_limit_stop_the_kernel(tmp_path):
-    outputs, sidecar = _execute(tmp_path / "a", [
+def test_cpu_limits_interrupt_a_loop_and_stop_one_that_ignores_interrupts(tmp_path):
+    outputs, sidecar = _execute(tmp_path, [
         "print('first')",
+        "while True:\n    pass",  # interrupted after 2 s of CPU time: the notebook goes on
+        "print('next')",
         # ipykernel restores SIGINT's handler before each cell: ignore it inside the loop's cell
         "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
         "print('never')",
-    ], cell_timeout=3)
-    assert outputs[1][-1][0] == "KernelStopped" and "did not stop when interrupted" in \
-        outputs[1][-1][1] and "(3 s)" in outputs[1][-1][1]
-    assert outputs[2][0][0] == "NotRun"
-    outputs, sidecar = _execute(tmp_path / "b", [
-        "import time; time.sleep(1.5)", "time.sleep(1.5)", "time.sleep(1.5)", "print(1)",
-    ], notebook_timeout_s=3, cell_timeout=60)
-    assert "the notebook's time limit (3 s) was reached" in sidecar["stopped"]
-    assert outputs[-1][0][0] == "NotRun"
+    ], cell_cpu_s=2)
+    assert ("CellTimeoutError", "the cell used its CPU time limit (2 s) and was interrupted") \
+        in outputs[1]
+    assert outputs[2] == [("stdout", "next\n")]
+    assert outputs[3][-1] == ("KernelStopped", "a cell did not stop when interrupted after its "
+                              "CPU time limit (2 s); its kernel was stopped")
+    assert outputs[4][0][0] == "NotRun" and sidecar["backstop"] == ""
+
+
+@pytest.mark.slow
+def test_the_notebook_cpu_limit_stops_the_kernel_and_sleeping_costs_no_cpu(tmp_path):
+    outputs, sidecar = _execute(tmp_path / "a", [
+        "import time\ntime.sleep(3)",  # 3 s of wall-clock time, no CPU: within the budget
+        "t = time.process_time()\nwhile time.process_time() - t < 1.5:\n    pass",
+        "while time.process_time() - t < 3:\n    pass",
+        "print('never')",
+    ], cell_cpu_s=10, notebook_cpu_s=3)
+    assert not any(name == "CellTimeoutError" for name, _ in outputs[0] + outputs[1])
+    assert sidecar["stopped"] == "the notebook's CPU time limit (3 s) was reached"
+    assert outputs[-1][0][0] == "NotRun" and sidecar["backstop"] == ""
+
+
+@pytest.mark.slow
+def test_a_sleeping_cell_is_stopped_by_the_wall_clock_backstop_and_flagged(tmp_path):
+    outputs, sidecar = _execute(tmp_path, [
+        "import time\ntime.sleep(600)",
+        "print('after')",
+    ], cell_cpu_s=2, wall_factor=1, wall_margin_s=2)  # backstop: 1 * 2 + 2 = 4 s
+    notes = [text for name, text in outputs[0] if name == "CellTimeoutError"]
+    assert any("ran past its wall-clock backstop (4 s) after only" in t for t in notes), outputs
+    assert outputs[1] == [("stdout", "after\n")]  # the interrupt worked: the notebook went on
+    assert "wall-clock backstop (4 s)" in sidecar["backstop"]
+
+
+@pytest.mark.slow
+def test_cpu_limits_hold_while_the_machine_is_busy(tmp_path, cpu_burner):
+    """Every core busy (and one more): a cell of 1.5 s of CPU time still fits its 3 s CPU
+    limit, however long it waits for a core; an endless loop is still stopped."""
+    outputs, sidecar = _execute(tmp_path, [
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5:\n"
+        "    pass\nprint('done')",
+        "while True:\n    pass",
+    ], cell_cpu_s=3)
+    assert outputs[0] == [("stdout", "done\n")]
+    assert ("CellTimeoutError", "the cell used its CPU time limit (3 s) and was interrupted") \
+        in outputs[1]
+    assert sidecar["stopped"] == "" and sidecar["backstop"] == ""
 
 
 @needs_sandbox
@@ -497,11 +540,11 @@ def test_worker_config_swaps_in_the_bounded_sandboxed_executor(tmp_path):
     from autograder.worker import Job, job_config, portable_overrides
 
     config = Config()
-    config.ExecutePreprocessor.timeout = 7
+    config.Sandbox.cell_cpu_s = 7
     config.Sandbox.memory_mb = 2048
     config.GenerateFeedback.preprocessors = [Execute]  # not JSON: stays in the config file
     overrides = portable_overrides(config)
-    assert overrides == {"ExecutePreprocessor": {"timeout": 7}, "Sandbox": {"memory_mb": 2048}}
+    assert overrides == {"Sandbox": {"cell_cpu_s": 7, "memory_mb": 2048}}
     job = Job(lab="l", student="s", job_dir=str(tmp_path), notebooks={}, source_lab="",
               template_db="", lib_dir="lib", refs_dir="refs", uid=UID_BASE + 3,
               overrides=overrides)
@@ -510,7 +553,7 @@ def test_worker_config_swaps_in_the_bounded_sandboxed_executor(tmp_path):
     steps = built.Autograde.autograde_preprocessors
     assert BoundedExecute in steps and Execute not in steps
     assert built.SandboxKernelManager.uid == UID_BASE + 3
-    assert built.ExecutePreprocessor.timeout == 7 and built.Sandbox.memory_mb == 2048
+    assert built.Sandbox.cell_cpu_s == 7 and built.Sandbox.memory_mb == 2048
 
 
 def test_the_probe_is_done_once_per_process():
