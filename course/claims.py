@@ -68,9 +68,11 @@ def _landscape(r: dict) -> str:
     out = []
     for model in ("mlp", "cnn"):
         line = curves[model]["random 1"]
-        at = {a: line[alphas.index(a)] for a in (0.0, 0.25, 1.0)}
-        out.append(f"{model}: loss {at[0.0]:.3g} at the minimum, {at[0.25]:.3g} at alpha = "
-                   f"0.25, {at[1.0]:.3g} at alpha = 1 (random filter-normalized direction)")
+        small, one = (min(range(len(alphas)), key=lambda i, t=t: abs(alphas[i] - t))
+                      for t in (0.2, 1.0))
+        out.append(f"{model}: loss {line[alphas.index(0.0)]:.3g} at the minimum, "
+                   f"{line[small]:.3g} at alpha = {alphas[small]:g}, {line[one]:.3g} at alpha "
+                   f"= {alphas[one]:g} (random filter-normalized direction)")
     return "; ".join(out)
 
 

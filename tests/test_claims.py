@@ -55,7 +55,7 @@ def test_main_prints_the_table(tmp_path, capsys):
 
 
 def test_lab06_claims_read_the_landscape_results():
-    alphas = [0.0, 0.25, 1.0]
+    alphas = [0.0, 0.2, 1.0]
     results = {"lab06_dangers_of_quantization": {
         "curves": {"alphas": alphas, "mlp": {"random 1": [0.15, 0.2, 0.9]},
                    "cnn": {"random 1": [0.07, 0.5, 8.7]}},
@@ -67,7 +67,8 @@ def test_lab06_claims_read_the_landscape_results():
         "sharper_loses_more_at_3_bits": False}}
     rows = [r for r in claim_rows(results) if r["lab"] == "lab06_dangers_of_quantization"]
     assert len(rows) == 3
-    assert rows[0]["measured here"].startswith("mlp: loss 0.15 at the minimum, 0.2 at alpha")
+    assert rows[0]["measured here"].startswith("mlp: loss 0.15 at the minimum, 0.2 at alpha = "
+                                               "0.2, 0.9 at alpha = 1 (random")
     assert "cnn: float 0.1, 8 bits 0.8, 2 bits 0.2" in rows[1]["measured here"]
     assert rows[2]["measured here"] == ("batch 16: lambda_max 6.8, 3 bits +0.70 points lost, "
                                         "loss +0.011; sharper lost more at 3 bits: no")
