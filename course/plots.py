@@ -29,6 +29,8 @@ RULE_DB_PER_BIT = 6.02
 HISTOGRAM_BINS = 100
 LEVEL_COLOR = "tab:red"
 REFERENCE_COLOR = "0.4"
+MARKS_LABEL = "quantized model"
+"""Legend entry of the points ``plot_loss_curves`` marks (each is annotated with its label)."""
 
 
 def _figure() -> tuple[Figure, Any]:
@@ -288,7 +290,9 @@ def plot_loss_curves(alphas: Sequence[float], curves: Mapping[str, Sequence[floa
 
     >>> fig = plot_loss_curves([0, 1], {"a": [0.1, 0.5]}, marks={"4 bits": (1, 0.5)})
     >>> [line.get_label() for line in fig.axes[0].lines]
-    ['a', '4 bits']
+    ['a', 'quantized model']
+    >>> [t.get_text() for t in fig.axes[0].texts]
+    ['4 bits']
     """
     xs = _numbers(alphas, "alphas")
     if xs.size == 0:
@@ -300,10 +304,12 @@ def plot_loss_curves(alphas: Sequence[float], curves: Mapping[str, Sequence[floa
     fig, ax = _figure()
     for label, values in series.items():
         ax.plot(xs, values, label=label)
-    for label, point in (marks or {}).items():
-        a, loss = _scalar(point[0], f"marks[{label!r}][0]"), _scalar(point[1],
-                                                                        f"marks[{label!r}][1]")
-        ax.plot([a], [loss], marker="o", linestyle="none", color=LEVEL_COLOR, label=label)
+    points = [(label, _scalar(p[0], f"marks[{label!r}][0]"), _scalar(p[1], f"marks[{label!r}][1]"))
+              for label, p in (marks or {}).items()]
+    if points:
+        ax.plot([a for _, a, _ in points], [v for _, _, v in points], marker="o",
+                linestyle="none", color=LEVEL_COLOR, label=MARKS_LABEL)
+    for label, a, loss in points:
         ax.annotate(label, (a, loss), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if log:
         ax.set_yscale("log")
