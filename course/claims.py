@@ -62,6 +62,38 @@ def _qat(r: dict) -> str:
     return "; ".join(out)
 
 
+def _landscape(r: dict) -> str:
+    curves = r["curves"]
+    alphas = curves["alphas"]
+    out = []
+    for model in ("mlp", "cnn"):
+        line = curves[model]["random 1"]
+        small, one = (min(range(len(alphas)), key=lambda i, t=t: abs(alphas[i] - t))
+                      for t in (0.2, 1.0))
+        out.append(f"{model}: loss {line[alphas.index(0.0)]:.3g} at the minimum, "
+                   f"{line[small]:.3g} at alpha = {alphas[small]:g}, {line[one]:.3g} at alpha "
+                   f"= {alphas[one]:g} (random filter-normalized direction)")
+    return "; ".join(out)
+
+
+def _steps(r: dict) -> str:
+    out = []
+    for model in ("mlp", "cnn"):
+        rows = [row for row in r["quantization_steps"] if row["model"] == model]
+        losses = ", ".join(f"{row['bits']} bits {row['loss at 1 (quantized)']:.3g}"
+                           for row in rows)
+        out.append(f"{model}: float {rows[0]['loss at 0 (float)']:.3g}, {losses}")
+    return "; ".join(out)
+
+
+def _sharpness(r: dict) -> str:
+    rows = [f"batch {row['batch size']}: lambda_max {row['lambda_max']:.3g}, 3 bits "
+            f"{100 * row['3-bit accuracy drop']:+.2f} points lost, loss "
+            f"{row['3-bit loss increase']:+.3g}" for row in r["sharp_vs_flat"]]
+    verdict = "yes" if r["sharper_loses_more_at_3_bits"] else "no"
+    return "; ".join(rows) + f"; sharper lost more at 3 bits: {verdict}"
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("lab01_direct_quantization", "each extra bit adds about 6 dB of SQNR",
           "uniform quantization theory (10 log10 4 = 6.02 dB)", _sqnr),
@@ -79,6 +111,14 @@ CLAIMS: tuple[Claim, ...] = (
           LECTURE, lambda r: _ptq(r, "float16")),
     Claim("lab03_quantization_aware_training",
           "QAT typically gives higher accuracy than PTQ, close to float", LECTURE, _qat),
+    Claim("lab06_dangers_of_quantization",
+          "a small change of the weights can change the loss enormously",
+          LECTURE + " (ResNet-56 landscape of Li et al., 2018)", _landscape),
+    Claim("lab06_dangers_of_quantization",
+          "the landscape is flat at mild bit widths, steep at 4 bits and below",
+          "LAPQ (Nahshan et al., 2019)", _steps),
+    Claim("lab06_dangers_of_quantization", "flatter minima quantize better",
+          "Keskar et al. 2017; HAWQ (Dong et al., 2019)", _sharpness),
 )
 
 

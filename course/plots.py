@@ -29,6 +29,8 @@ RULE_DB_PER_BIT = 6.02
 HISTOGRAM_BINS = 100
 LEVEL_COLOR = "tab:red"
 REFERENCE_COLOR = "0.4"
+MARKS_LABEL = "quantized model"
+"""Legend entry of the points ``plot_loss_curves`` marks (each is annotated with its label)."""
 
 
 def _figure() -> tuple[Figure, Any]:
@@ -275,4 +277,79 @@ def plot_lines(x: Any, ys: Mapping[str, Any], xlabel: str = "", ylabel: str = ""
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_loss_curves(alphas: Sequence[float], curves: Mapping[str, Sequence[float]],
+                     marks: Mapping[str, tuple[float, float]] | None = None,
+                     title: str = "", log: bool = True) -> Figure:
+    """Loss along directions: one line per entry of ``curves`` (label -> losses at
+    ``alphas``), and a marker with its label for each entry of ``marks`` (label ->
+    ``(alpha, loss)``), e.g. where the quantized model lands. ``log``: a log-scaled loss
+    axis (losses must then be positive).
+
+    >>> fig = plot_loss_curves([0, 1], {"a": [0.1, 0.5]}, marks={"4 bits": (1, 0.5)})
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['a', 'quantized model']
+    >>> [t.get_text() for t in fig.axes[0].texts]
+    ['4 bits']
+    """
+    xs = _numbers(alphas, "alphas")
+    if xs.size == 0:
+        raise ValueError("alphas must not be empty")
+    if not isinstance(curves, Mapping) or not curves:
+        raise TypeError("curves must be a non-empty dict of label -> losses")
+    series = _series(curves, "curves", xs.size)
+    _check_str(title, "title")
+    fig, ax = _figure()
+    for label, values in series.items():
+        ax.plot(xs, values, label=label)
+    points = [(label, _scalar(p[0], f"marks[{label!r}][0]"), _scalar(p[1], f"marks[{label!r}][1]"))
+              for label, p in (marks or {}).items()]
+    if points:
+        ax.plot([a for _, a, _ in points], [v for _, _, v in points], marker="o",
+                linestyle="none", color=LEVEL_COLOR, label=MARKS_LABEL)
+    for label, a, loss in points:
+        ax.annotate(label, (a, loss), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("alpha (step along the direction)")
+    ax.set_ylabel("mean cross-entropy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_loss_contour(alphas: Sequence[float], betas: Sequence[float], surface: Any,
+                      points: Mapping[str, tuple[float, float]] | None = None,
+                      title: str = "", xlabel: str = "alpha (direction 1)",
+                      ylabel: str = "beta (direction 2)") -> Figure:
+    """Contours of ``surface`` (``[len(betas), len(alphas)]``, e.g.
+    ``course.landscape.loss_surface``) on a log scale, with a labelled marker per entry of
+    ``points`` (label -> ``(alpha, beta)``).
+
+    >>> fig = plot_loss_contour([0, 1], [0, 1], [[0.1, 0.2], [0.3, 0.4]], {"q": (0.5, 0.5)})
+    >>> len(fig.axes) >= 1
+    True
+    """
+    xs, ys = _numbers(alphas, "alphas"), _numbers(betas, "betas")
+    grid = np.asarray(surface, dtype=np.float64)
+    if grid.shape != (ys.size, xs.size):
+        raise ValueError(f"surface must have shape [len(betas), len(alphas)] = "
+                         f"[{ys.size}, {xs.size}], got {list(grid.shape)}")
+    if not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+        raise ValueError("surface must hold finite positive losses")
+    for name in (title, xlabel, ylabel):
+        _check_str(name, "title, xlabel and ylabel")
+    fig, ax = _figure()
+    levels = np.geomspace(grid.min(), grid.max(), 15) if grid.max() > grid.min() else None
+    contours = ax.contour(xs, ys, grid, levels=levels, cmap="viridis")
+    ax.clabel(contours, fontsize=7, fmt="%.3g")
+    for label, (a, b) in (points or {}).items():
+        ax.plot([a], [b], marker="o", color=LEVEL_COLOR, linestyle="none")
+        ax.annotate(label, (a, b), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     return fig

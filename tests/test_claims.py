@@ -52,3 +52,23 @@ def test_main_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("| lab | claim | source | measured here |")
     assert out.count(NOT_MEASURED) == len(CLAIMS)
+
+
+def test_lab06_claims_read_the_landscape_results():
+    alphas = [0.0, 0.2, 1.0]
+    results = {"lab06_dangers_of_quantization": {
+        "curves": {"alphas": alphas, "mlp": {"random 1": [0.15, 0.2, 0.9]},
+                   "cnn": {"random 1": [0.07, 0.5, 8.7]}},
+        "quantization_steps": [
+            {"model": m, "bits": b, "loss at 0 (float)": 0.1, "loss at 1 (quantized)": 0.1 * b}
+            for m in ("mlp", "cnn") for b in (8, 2)],
+        "sharp_vs_flat": [{"batch size": 16, "lambda_max": 6.8, "3-bit accuracy drop": 0.007,
+                           "3-bit loss increase": 0.011}],
+        "sharper_loses_more_at_3_bits": False}}
+    rows = [r for r in claim_rows(results) if r["lab"] == "lab06_dangers_of_quantization"]
+    assert len(rows) == 3
+    assert rows[0]["measured here"].startswith("mlp: loss 0.15 at the minimum, 0.2 at alpha = "
+                                               "0.2, 0.9 at alpha = 1 (random")
+    assert "cnn: float 0.1, 8 bits 0.8, 2 bits 0.2" in rows[1]["measured here"]
+    assert rows[2]["measured here"] == ("batch 16: lambda_max 6.8, 3 bits +0.70 points lost, "
+                                        "loss +0.011; sharper lost more at 3 bits: no")

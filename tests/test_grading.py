@@ -332,3 +332,76 @@ def test_record_lines_that_are_not_records_are_skipped():
     records = parse_records(text)
     assert [(r.lab, r.name, r.hidden, r.index, r.outcome) for r in records] == [
         ("l", "f", True, 1, {"returned": 2})]
+
+
+# ------------------------------------------------------------- dict, list and input checks
+def _verdict(fn, case):
+    from course.grading.outcome import capture, dumps_outcome, judge, loads_outcome
+
+    judge(loads_outcome(dumps_outcome(capture(fn, case))), case)
+
+
+def test_tensor_dict_cases_name_the_key_that_differs():
+    expected = {"a.weight": torch.tensor([[1.0, 2.0]]), "a.bias": torch.tensor([0.0])}
+    case = {"kind": "tensor_dict", "args": [], "kwargs": {}, "expected": expected}
+    _verdict(lambda: {k: v.clone() for k, v in expected.items()}, case)
+    with pytest.raises(Mismatch, match=r"result\['a.weight'\]: element \[0, 1\]"):
+        _verdict(lambda: {"a.weight": torch.tensor([[1.0, 2.5]]), "a.bias": torch.zeros(1)},
+                 case)
+    with pytest.raises(Mismatch, match="no entry 'a.bias'"):
+        _verdict(lambda: {"a.weight": torch.ones(1, 2)}, case)
+    with pytest.raises(Mismatch, match="unexpected entry 'x'"):
+        _verdict(lambda: {**expected, "x": torch.zeros(1)}, case)
+    with pytest.raises(Mismatch, match="dict of tensors"):
+        _verdict(lambda: [torch.ones(1)], case)
+
+
+def test_float_list_cases_name_the_item_and_accept_tolerance():
+    case = {"kind": "float_list", "args": [], "kwargs": {}, "expected": [1.0, 2.0],
+            "labels": ["alpha = 0", "alpha = 1"], "rtol": 1e-5}
+    _verdict(lambda: [1.0, torch.tensor(2.000001)], case)
+    with pytest.raises(Mismatch, match="alpha = 1: expected 2, got 2.1"):
+        _verdict(lambda: (1.0, 2.1), case)
+    with pytest.raises(Mismatch, match="2 floats, got 3 items"):
+        _verdict(lambda: [1.0, 2.0, 3.0], case)
+
+
+def test_raises_cases_can_require_the_message_to_name_something():
+    case = {"kind": "raises", "args": [], "kwargs": {}, "expected": "KeyError",
+            "message_names": ["4.bias"]}
+
+    def names_it():
+        raise KeyError("no direction for '4.bias'")
+
+    def does_not():
+        raise KeyError("missing")
+
+    _verdict(names_it, case)
+    with pytest.raises(Mismatch, match="must name '4.bias'"):
+        _verdict(does_not, case)
+
+
+def test_unchanged_cases_fail_when_the_input_model_is_modified():
+    from course.grading.fixtures import build
+
+    case = {"kind": "float", "args": [{"__model__": "linear", "seed": 0}], "kwargs": {},
+            "expected": 1.0, "unchanged": True}
+
+    def modifies(model):
+        with torch.no_grad():
+            model[0].bias.add_(1.0)
+        return 1.0
+
+    _verdict(lambda model: 1.0, case)
+    with pytest.raises(Mismatch, match="input model was modified \\('0.bias'"):
+        _verdict(modifies, case)
+    assert build("linear_at_zero", 3)[0].weight.abs().sum() == 0
+    assert build("conv_linear_dead_filter", 3)[0].weight[1].abs().sum() == 0
+
+
+def test_untrusted_dict_outcomes_are_validated():
+    from course.grading.outcome import loads_outcome
+
+    assert loads_outcome('{"returned": {"__dict__": {"k": 1}}}')["returned"] == {"k": 1}
+    with pytest.raises(ValueError):
+        loads_outcome('{"returned": {"__dict__": {"k": {"__nope__": 1}}}}')

@@ -22,7 +22,31 @@ def _mlp() -> nn.Module:
     )
 
 
-BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp}
+def _linear() -> nn.Module:
+    # softmax regression: 4 features -> 3 classes (its cross-entropy Hessian is known exactly)
+    return nn.Sequential(nn.Linear(4, 3))
+
+
+def _linear_no_bias() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 3, bias=False))
+
+
+def _dropout_linear() -> nn.Module:
+    # in eval mode the dropout is the identity: the same Hessian as _linear
+    return nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 3))
+
+
+BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp, "linear": _linear,
+            "linear_no_bias": _linear_no_bias, "dropout_linear": _dropout_linear}
+
+VARIANTS: dict[str, tuple[str, dict[str, list[int] | None]]] = {
+    "conv_linear_dead_filter": ("conv_linear", {"0.weight": [1]}),
+    "mlp_dead_units": ("mlp", {"1.weight": [2], "4.weight": [0]}),
+    "linear_at_zero": ("linear_no_bias", {"0.weight": None}),
+}
+"""A base model with some filters (rows along dim 0) set to zero; None: the whole tensor."""
+
+NAMES = sorted([*BUILDERS, *VARIANTS])
 """Model names a reference case may use."""
 
 
@@ -31,12 +55,13 @@ def build(name: str, seed: int) -> nn.Module:
 
     Values come from Python's ``random.Random(seed)`` (identical on every machine), rounded
     to float32; batch-norm running statistics are set away from their defaults so that a
-    change to them is visible.
+    change to them is visible. A name of ``VARIANTS`` then sets the listed filters to zero.
     """
-    if name not in BUILDERS:
-        raise ValueError(f"unknown fixture model {name!r}; known: {sorted(BUILDERS)}")
+    if name not in NAMES:
+        raise ValueError(f"unknown fixture model {name!r}; known: {NAMES}")
+    base, zeroed = VARIANTS.get(name, (name, {}))
     rng = random.Random(seed)
-    model = BUILDERS[name]()
+    model = BUILDERS[base]()
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             if not tensor.is_floating_point():
@@ -45,4 +70,10 @@ def build(name: str, seed: int) -> nn.Module:
             low, high = (0.5, 2.0) if key.endswith("running_var") else (-1.0, 1.0)
             values = [rng.uniform(low, high) for _ in range(tensor.numel())]
             tensor.copy_(torch.tensor(values, dtype=torch.float64).reshape(tensor.shape))
+        state = model.state_dict()
+        for key, rows in zeroed.items():
+            if rows is None:
+                state[key].zero_()
+            for row in rows or ():
+                state[key][row] = 0.0
     return model.eval()

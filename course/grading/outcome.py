@@ -17,7 +17,8 @@ Outcome forms (``dumps_outcome`` / ``loads_outcome`` give the wire form, one JSO
     model cases add "input_changed": "<state_dict key>" or null
 
 Values: ``null``, ``true``/``false``, ints, finite floats, ``{"__float__": "nan"}``,
-``{"__tuple__": [...]}``, lists, ``{"__array__": {dtype, kind, shape, data}}`` (a tensor or
+``{"__tuple__": [...]}``, lists, ``{"__dict__": {str: <value>}}`` (a dict with str keys),
+``{"__array__": {dtype, kind, shape, data}}`` (a tensor or
 numpy array; ``data`` is base64 of little-endian float64 / int64 / uint8 values),
 ``{"__module__": {"type", "is_input", "state": {key: array}}}`` and
 ``{"__object__": {"type", "repr"}}`` for anything else.
@@ -161,6 +162,10 @@ def encode_value(value: Any, model: Any = None, depth: int = 0) -> Any:
     if _isinstance(value, (tuple, _list)) and depth < MAX_DEPTH:
         items = [encode_value(v, model, depth + 1) for v in _list(value)[:MAX_ITEMS]]
         return {"__tuple__": items} if _isinstance(value, tuple) else items
+    if _isinstance(value, _dict) and depth < MAX_DEPTH and all(
+            _type(k) is _str for k in value):
+        pairs = _list(value.items())[:MAX_ITEMS]
+        return {"__dict__": {k: encode_value(v, model, depth + 1) for k, v in pairs}}
     return {"__object__": {"type": _type(value).__name__, "repr": _safe_text(_repr_of(value))}}
 
 
@@ -258,6 +263,10 @@ def decode_value(value: Any, depth: int = 0) -> Any:
         return _float(body)
     if tag == "__tuple__" and _isinstance(body, _list):
         return tuple(decode_value(v, depth + 1) for v in body)
+    if tag == "__dict__" and _isinstance(body, _dict):
+        if _len(body) > MAX_ITEMS:
+            raise ValueError("returned dict has too many items")
+        return {_str(k): decode_value(v, depth + 1) for k, v in body.items()}
     if tag == "__array__":
         return _decode_array(body)
     if tag == "__module__" and _isinstance(body, _dict):
@@ -299,6 +308,12 @@ def loads_outcome(text: str | dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- judge
+UNTOUCHED_NOTE = ("only Linear and Conv2d weights change; biases, batch norm and activations "
+                  "stay untouched")
+"""Added to a mismatch of a model entry not listed in a case's ``quantized`` keys (a case's
+``untouched_note`` replaces it)."""
+
+
 def _note(case: dict) -> str:
     return f" — {case['note']}" if case.get("note") else ""
 
@@ -316,6 +331,7 @@ def _judge_model(got: Any, case: dict, changed: str | None) -> None:
         raise Mismatch(f"the returned model's state_dict keys {_sorted(got.state)} differ from "
                        f"the input model's {_sorted(expected)}")
     quantized = set(case.get("quantized", ()))
+    untouched = case.get("untouched_note", UNTOUCHED_NOTE)
     for key, exp in expected.items():
         what = f"returned model's '{key}'"
         try:
@@ -324,8 +340,42 @@ def _judge_model(got: Any, case: dict, changed: str | None) -> None:
         except Mismatch as err:
             if key in quantized:
                 raise
-            raise Mismatch(f"{err} — only Linear and Conv2d weights change; biases, batch "
-                           "norm and activations stay untouched") from None
+            raise Mismatch(f"{err} — {untouched}") from None
+
+
+def _judge_tensor_dict(got: Any, case: dict) -> None:
+    expected: dict = case["expected"]
+    if not _isinstance(got, _dict):
+        raise Mismatch(f"expected a dict of tensors keyed by parameter name, got "
+                       f"{_type_name(got)}")
+    missing = [k for k in expected if k not in got]
+    if missing:
+        raise Mismatch(f"the result has no entry {missing[0]!r} ({_len(missing)} of "
+                       f"{_len(expected)} keys missing); expected the keys {_sorted(expected)}")
+    extra = [k for k in got if k not in expected]
+    if extra:
+        raise Mismatch(f"the result has an unexpected entry {extra[0]!r}; expected the keys "
+                       f"{_sorted(expected)}")
+    alternatives = case.get("alternatives", {})
+    notes = case.get("notes", {})
+    for key, exp in expected.items():
+        compare_tensor(got[key], exp, f"result[{key!r}]", alternatives.get(key, []),
+                       notes.get(key), integer=not exp.is_floating_point(),
+                       rtol=case.get("rtol", 1e-5), atol=case.get("atol", 1e-7))
+
+
+def _judge_float_list(got: Any, case: dict) -> None:
+    expected = case["expected"]
+    if not _isinstance(got, (tuple, _list)):
+        raise Mismatch(f"expected a list of {_len(expected)} floats, got {_type_name(got)}")
+    if _len(got) != _len(expected):
+        raise Mismatch(f"expected a list of {_len(expected)} floats, got {_len(got)} items")
+    labels = case.get("labels") or [f"item {i}" for i in range(_len(expected))]
+    rtol, atol = case.get("rtol", 1e-5), case.get("atol", 0.0)
+    for i, e in enumerate(expected):
+        value = to_real(got[i], labels[i])
+        if not close(value, e, rtol, atol):
+            raise Mismatch(f"{labels[i]}: expected {e:.9g}, got {value:.9g}" + _note(case))
 
 
 def _type_name(value: Any) -> str:
@@ -343,17 +393,31 @@ def judge(outcome: dict, case: dict) -> None:
 
     ``outcome`` comes from :func:`capture` or :func:`loads_outcome`; ``case`` must hold the
     expected values (``expected``, and ``alternatives`` / ``notes`` / ``note`` if any).
+
+    Kinds: ``raises`` (``message_names``: words the message must contain), ``int_tuple``,
+    ``qparams``, ``float``, ``float_list`` (``labels`` name the items), ``int_tensor``,
+    ``float_tensor``, ``tensor_dict`` (str -> tensor, the same keys; ``alternatives`` and
+    ``notes`` per key), ``model``. With ``unchanged`` a case of any kind also fails when
+    the input model was modified (``model`` cases always do).
     """
     kind = case["kind"]
     if "expected" not in case:
         raise ValueError("case: its expected values are withheld here; only the grader judges it")
+    changed = outcome.get("input_changed")
+    if case.get("unchanged") and changed is not None:
+        raise Mismatch(f"the input model was modified ('{changed}' changed); leave it as it "
+                       "was (work on copy.deepcopy(model))")
     if "raised" in outcome:
         raised = outcome["raised"]
         if kind == "raises":
-            if case["expected"] in raised["mro"]:
-                return
-            raise Mismatch(f"raised {raised['type']}({raised['message']}), expected "
-                           f"{case['expected']}")
+            if case["expected"] not in raised["mro"]:
+                raise Mismatch(f"raised {raised['type']}({raised['message']}), expected "
+                               f"{case['expected']}")
+            for word in case.get("message_names", ()):
+                if word not in raised["message"]:
+                    raise Mismatch(f"raised {raised['type']}({raised['message']}): the "
+                                   f"message must name {word!r}")
+            return
         if raised["type"] == "NotImplementedError" and not raised["message"]:
             raise Mismatch("raised NotImplementedError: not answered yet")
         raise Mismatch(f"raised {raised['type']}: {raised['message']}")
@@ -388,6 +452,10 @@ def judge(outcome: dict, case: dict) -> None:
                        integer=kind == "int_tensor", rtol=case.get("rtol", 1e-5),
                        atol=case.get("atol", 1e-7))
     elif kind == "model":
-        _judge_model(got, case, outcome.get("input_changed"))
+        _judge_model(got, case, changed)
+    elif kind == "tensor_dict":
+        _judge_tensor_dict(got, case)
+    elif kind == "float_list":
+        _judge_float_list(got, case)
     else:
         raise ValueError(f"unknown case kind {kind!r}")
