@@ -10,7 +10,11 @@ RESULTS = {
     "lab01_direct_quantization": {
         "sqnr_db_per_bit": {"Gaussian": 6.28},
         "direct_quantization": {"bits": ["8", "1"], "float": 0.954,
-                                "per channel": [0.954, 0.784], "per tensor": [0.954, 0.78]}},
+                                "per channel": [0.954, 0.784], "per tensor": [0.954, 0.78],
+                                "test_images": 1000, "hands_on_1bit": {
+                                    "deck's network, the hands-on's W1/A1 (unscaled +-1, "
+                                    "binarized inputs)": 0.566,
+                                    "course MLP, per-channel alpha * sign(w) weights": 0.843}}},
     "lab02_post_training_quantization": {"ptq_table": [
         {"model": "mlp", "mode": m, "size vs fp32": s, "speedup vs fp32": 2.0, "accuracy": 0.95}
         for m, s in (("dynamic range int8", 0.25), ("full integer int8", 0.25),
@@ -25,7 +29,10 @@ def test_every_claim_reads_its_measurement():
     assert len(rows) == len(CLAIMS)
     measured = [r["measured here"] for r in rows]
     assert "6.28 dB per bit" in measured[0]
-    assert measured[2] == "78.40 % at 1 bit (float 95.40 %)"
+    assert measured[2].startswith("56.60 % in the hands-on's configuration (the deck's "
+                                  "network, W1/A1")
+    assert "per-channel alpha * sign(w), gives 84.30 %" in measured[2]
+    assert rows[2]["agrees"] == "yes" and rows[0]["agrees"] == ""
     assert "mlp: 4.00x smaller, 2.00x speed" in measured[3]
     assert "mlp: 2.00x smaller" in measured[5]
     assert measured[6] == "cnn 2 bits: PTQ 20.00 %, QAT 85.00 % (float 97.00 %)"
@@ -50,7 +57,7 @@ def test_main_prints_the_table(tmp_path, capsys):
 
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| lab | claim | source | measured here |")
+    assert out.startswith("| lab | claim | source | measured here | agrees |")
     assert out.count(NOT_MEASURED) == len(CLAIMS)
 
 
