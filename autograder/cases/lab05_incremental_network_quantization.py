@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from autograder.cases._build import case, integers, reference_files, uniform
+from autograder.cases._build import case, describe, integers, reference_files, uniform
 from course.grading.fixtures import build as build_fixture
 from course.inq.levels import inq_exponents, quantize_pow2
 from course.inq.partition import inq_partition
@@ -234,6 +234,20 @@ def expected_moved(model: torch.nn.Module, masks: dict) -> torch.Tensor:
                       .reshape(-1) for n, p in model.named_parameters()])
 
 
+def _short_call(record: dict) -> dict:
+    """The case with its masks shown by shape and count, not printed in full."""
+    shown = []
+    for value in record["args"]:
+        if isinstance(value, dict) and "__model__" not in value:
+            value = "{" + ", ".join(f"{k!r}: <{int(m.sum())} of {m.numel()} frozen>"
+                                    for k, m in value.items()) + "}"
+            shown.append(value)
+        else:
+            shown.append(describe(value))
+    record["call"] = f"{record['call'].split('(')[0]}({', '.join(shown)})"
+    return record
+
+
 def _step(hidden: bool) -> list[dict]:
     calls = [("MLP, SGD with momentum and weight decay, train mode", "mlp", 521, "sgd_momentum",
               (0.5, 0.75), 3, True),
@@ -258,9 +272,10 @@ def _step(hidden: bool) -> list[dict]:
         if not torch.equal(got, expected):
             raise AssertionError(f"inq_step case {label!r}: the library's run does not move "
                                  "exactly the free elements")
-        cases.append(case("inq_step", label, "bool_tensor",
-                          [{"__model__": name, "seed": seed}, masks, optimizer, steps, training,
-                           x, y], expected))
+        cases.append(_short_call(case(
+            "inq_step", label, "bool_tensor",
+            [{"__model__": name, "seed": seed}, masks, optimizer, steps, training, x, y],
+            expected)))
     return cases
 
 
@@ -307,9 +322,10 @@ def _step_loss(hidden: bool) -> list[dict]:
         library = inq_step(model, masks, make_optimizer(optimizer, model.parameters()), (x, y))
         if not math.isclose(library, expected, rel_tol=1e-5):
             raise AssertionError(f"inq_step loss case {label!r}: {library} vs {expected}")
-        cases.append(case("inq_step_loss", label, "float",
-                          [{"__model__": "mlp", "seed": seed}, masks, optimizer, training, x, y],
-                          expected, rtol=1e-4))
+        cases.append(_short_call(case(
+            "inq_step_loss", label, "float",
+            [{"__model__": "mlp", "seed": seed}, masks, optimizer, training, x, y],
+            expected, rtol=1e-4)))
     return cases
 
 
