@@ -177,12 +177,11 @@ def _partition(hidden: bool) -> list[dict]:
                  ("100 %: everything", conv, scattered, 1.0)]
     cases = []
     for label, weights, frozen, portion in calls:
-        note = {}
         expected = inq_partition(weights, frozen, portion)
-        if "equal |w|" in label:
-            note = {"note": TIE_ORDER_NOTE}
+        notes = {str(i): TIE_ORDER_NOTE for i in range(weights.numel())} \
+            if "equal |w|" in label else {}
         cases.append(case("inq_partition", label, "bool_tensor", [weights, frozen, portion],
-                          expected, **note))
+                          expected, notes=notes))
     if hidden:
         for label, portion, frozen in [("portion 0: ValueError", 0.0, none),
                                        ("portion 1.5: ValueError", 1.5, none),
