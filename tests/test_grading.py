@@ -332,3 +332,19 @@ def test_record_lines_that_are_not_records_are_skipped():
     records = parse_records(text)
     assert [(r.lab, r.name, r.hidden, r.index, r.outcome) for r in records] == [
         ("l", "f", True, 1, {"returned": 2})]
+
+
+def test_bool_tensor_cases_want_a_bool_mask_with_equal_values():
+    from course.grading.outcome import capture, dumps_outcome, judge, loads_outcome
+
+    def outcome(fn, case):
+        return loads_outcome(dumps_outcome(capture(fn, case)))
+
+    expected = torch.tensor([True, False, True])
+    case = {"kind": "bool_tensor", "args": [], "kwargs": {}, "expected": expected,
+            "notes": {"1": "why element 1"}}
+    assert judge(outcome(lambda: expected.clone(), case), case) is None
+    with pytest.raises(Mismatch, match="must be a bool tensor"):
+        judge(outcome(lambda: expected.to(torch.int64), case), case)
+    with pytest.raises(Mismatch, match=r"element \[1\]: expected False, got True — why element 1"):
+        judge(outcome(lambda: torch.tensor([True, True, True]), case), case)

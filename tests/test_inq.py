@@ -315,7 +315,8 @@ def test_incremental_quantize_ends_with_every_weight_on_its_levels(partition_kin
     seen = []
     result = inq.incremental_quantize(model, 4, tiny_loader(), recipe, seed=0,
                                       evaluate=lambda m: seen.append(m.training) or 0.5)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.values()))
+    assert all(torch.equal(a, b) for a, b in
+               zip(model.state_dict().values(), original.values(), strict=True))
     assert [h["portion"] for h in result.history] == [0.5, 0.75, 0.875, 1.0]
     assert [h["accuracy"] for h in result.history] == [0.5] * 4 and seen == [False] * 4
     frozen = [h["frozen"] for h in result.history]

@@ -28,7 +28,7 @@ from fractions import Fraction
 
 import torch
 
-from course.kernels.pow2 import check_exponents, decode_table, level_mask
+from course.kernels.pow2 import check_exponents, level_mask
 from course.quant._checks import check_bits, check_float_tensor, check_real
 
 ZERO_BITS = 1
