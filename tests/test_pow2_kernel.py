@@ -168,3 +168,12 @@ def test_shift_matvec_rejects_bad_inputs_naming_them(x, codes, error, name):
 def test_the_kernel_compiles_and_reports_its_time():
     report = pow2.compile_kernels()
     assert report.seconds >= 0
+
+
+def test_shift_matvec_rejects_a_code_of_an_unused_exponent():
+    x = torch.ones(1, 2, dtype=torch.int8)
+    codes = torch.tensor([[1, 5]], dtype=torch.uint8)   # exponent 0 - 4 < n2 = -2
+    with pytest.raises(ValueError, match="codes"):
+        pow2.shift_matvec(x, codes, 0, -2, 5)
+    assert pow2.shift_matvec(x, torch.tensor([[1, 3]], dtype=torch.uint8), 0, -2, 5).tolist() \
+        == [[5]]

@@ -275,6 +275,25 @@ def _shift_matvec_kernel(x, codes, half, top, out):  # pragma: no cover
             out[i, j] = acc
 
 
+def _check_codes(codes: torch.Tensor, n1: int, n2: int, bits: int) -> None:
+    """ValueError naming ``codes`` unless every code is one of the layout's (cheap: a max, and
+    a histogram only when some exponents are unused)."""
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise TypeError(f"codes must have an integer dtype (uint8), got {codes.dtype}")
+    flat = codes.detach().reshape(-1)
+    if not flat.numel():
+        return
+    half, used = 1 << (bits - 2), n1 - n2 + 1
+    bad = int(flat.min()) < 0 or int(flat.max()) > 2 * half
+    if not bad and used < half:
+        counts = torch.bincount(flat.to(torch.int64), minlength=2 * half + 1)
+        unused = [1 + o for o in range(used, half)] + [1 + half + o for o in range(used, half)]
+        bad = bool(counts[unused].any())
+    if bad:
+        decode_pow2(codes, n1, n2, bits)  # raises, naming the first invalid code
+        raise AssertionError("unreachable: decode_pow2 accepted an invalid code")
+
+
 def _check_matvec(x: object, codes: object, n1: object, n2: object,
                   num_bits: object) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
     x = _check_tensor(x, "x")
@@ -288,7 +307,7 @@ def _check_matvec(x: object, codes: object, n1: object, n2: object,
         raise ValueError(f"codes: K = {codes.shape[1]} differs from x's K = {x.shape[1]}")
     n1, n2 = check_exponents(n1, n2)
     bits = check_code_bits(num_bits, n1, n2)
-    decode_pow2(codes, n1, n2, bits)  # every code valid (raises naming codes)
+    _check_codes(codes, n1, n2, bits)
     if x.numel():
         largest = int(x.detach().to(torch.int64).abs().max())
         if (largest << (n1 - n2)) * max(x.shape[1], 1) >= 1 << ACCUMULATOR_BITS:
