@@ -416,3 +416,25 @@ def test_the_saved_file_of_a_real_layer_shrinks_with_the_bits():
         codes = stored["weight.codes"].numel()
         assert codes == 256 * 128 * bits // 8
         assert inq.saved_file_bytes(stored) < float_file * bits / 32 + 4096
+
+
+def test_the_loop_and_storage_reject_bad_inputs_naming_them():
+    model = small_model()
+    cases = [(lambda: inq.incremental_quantize(model, 4, torch.ones(3)), TypeError, "loader"),
+             (lambda: inq.incremental_quantize(model, 4, tiny_loader(), evaluate=1), TypeError,
+              "evaluate"),
+             (lambda: inq.incremental_quantize(model, 4, tiny_loader(), parts=inq.inq_step),
+              TypeError, "parts"),
+             (lambda: inq.incremental_quantize(model, 1, tiny_loader()), ValueError, "num_bits"),
+             (lambda: inq.pack_pow2_model(model, [("0.weight", (0, -7))], 5), TypeError,
+              "exponents"),
+             (lambda: inq.unpack_pow2_model([], model, 5), TypeError, "stored"),
+             (lambda: inq.unpack_pow2_model({}, "model", 5), TypeError, "template"),
+             (lambda: inq.unpack_pow2_model({}, model, 5), ValueError, "stored"),
+             (lambda: inq.saved_file_bytes([1]), TypeError, "state"),
+             (lambda: inq.random_partition([True], 0.5, torch.Generator()), TypeError, "frozen"),
+             (lambda: inq.pow2_levels(-1, 0), ValueError, "n2"),
+             (lambda: inq.bits_for(0, 1), ValueError, "n2")]
+    for call, error, name in cases:
+        with pytest.raises(error, match=name):
+            call()

@@ -88,8 +88,9 @@ def random_partition(frozen: torch.Tensor, portion: float,
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    _, frozen = _check_masks(torch.zeros(frozen.shape) if isinstance(frozen, torch.Tensor)
-                             else frozen, frozen)
+    if not isinstance(frozen, torch.Tensor):
+        raise TypeError(f"frozen must be a torch.Tensor, got {type(frozen).__name__}")
+    _, frozen = _check_masks(torch.zeros(frozen.shape), frozen)
     target = frozen_count(portion, frozen.numel())
     have = int(frozen.sum())
     if have > target:

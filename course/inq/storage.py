@@ -37,6 +37,9 @@ def pack_pow2_model(model: nn.Module, exponents: Mapping[str, tuple[int, int]],
     ValueError (from ``encode_pow2``) if a weight is not on its levels."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(exponents, Mapping):
+        raise TypeError(f"exponents must be a dict of weight name -> (n1, n2), got "
+                        f"{type(exponents).__name__}")
     state = model.state_dict()
     missing = [n for n in exponents if n not in state]
     if missing:
@@ -57,6 +60,10 @@ def unpack_pow2_model(stored: Mapping[str, torch.Tensor], template: nn.Module,
                       num_bits: int) -> nn.Module:
     """A deep copy of ``template`` loaded from ``stored`` (the output of
     :func:`pack_pow2_model`), the weights decoded exactly."""
+    if not isinstance(stored, Mapping):
+        raise TypeError(f"stored must be a dict of tensors, got {type(stored).__name__}")
+    if not isinstance(template, nn.Module):
+        raise TypeError(f"template must be a torch.nn.Module, got {type(template).__name__}")
     model = copy.deepcopy(template)
     state = {}
     for key, value in model.state_dict().items():
@@ -65,6 +72,8 @@ def unpack_pow2_model(stored: Mapping[str, torch.Tensor], template: nn.Module,
             packed = PackedCodes(stored[key + CODES_SUFFIX], num_bits, tuple(value.shape))
             state[key] = decode_pow2(unpack_codes(packed), n1, n2, num_bits)
         else:
+            if key not in stored:
+                raise ValueError(f"stored: {key!r} of the template is missing")
             state[key] = stored[key]
     model.load_state_dict(state)
     return model
@@ -73,6 +82,8 @@ def unpack_pow2_model(stored: Mapping[str, torch.Tensor], template: nn.Module,
 def saved_file_bytes(state: Mapping[str, torch.Tensor]) -> int:
     """Bytes of the file ``torch.save(state)`` writes (tensors plus the file's own
     overhead: names, pickled structure, alignment)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a dict of tensors, got {type(state).__name__}")
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
     return buffer.getbuffer().nbytes

@@ -189,6 +189,14 @@ def incremental_quantize(model: nn.Module, num_bits: int, loader: Iterable[Any],
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(recipe, InqRecipe):
         raise TypeError(f"recipe must be an InqRecipe, got {type(recipe).__name__}")
+    if isinstance(loader, (torch.Tensor, str, bytes)) or not isinstance(loader, Iterable):
+        raise TypeError(f"loader must be an iterable of (x, y) batches, got "
+                        f"{type(loader).__name__}")
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a function model -> accuracy or None, got "
+                        f"{type(evaluate).__name__}")
+    if not isinstance(parts, InqParts):
+        raise TypeError(f"parts must be an InqParts, got {type(parts).__name__}")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(model)
