@@ -115,6 +115,26 @@ def _sharpness(r: dict) -> str:
     return "; ".join(rows) + f"; sharper lost more at 3 bits: {verdict}"
 
 
+def _inq_5bit(r: dict) -> str:
+    return "; ".join(f"{row['network']}: float {row['float top-1 error %']:.2f} % error, INQ "
+                     f"5-bit {row['INQ 5-bit top-1 error %']:.2f} %"
+                     for row in r["paper_5bit"]["ours"])
+
+
+def _inq_partition(r: dict) -> str:
+    p = r["partition"]
+    return (f"{p['model']} at {p['bits']} bits: largest first {_pct(p['pruning'])}, random "
+            f"{_pct(p['random'])} ({100 * (p['pruning'] - p['random']):+.2f} points)")
+
+
+def _inq_storage(r: dict) -> str:
+    return "; ".join(f"{row['model']} {row['bits']} bits: {1 / row['size vs fp32']:.1f}x smaller "
+                     f"({row['stored bytes']} of {row['fp32 bytes']} bytes)"
+                     for row in r["storage"] if row["bits"] == 5)
+
+
+INQ_PAPER = "Zhou et al., INQ, ICLR 2017"
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("lab01_direct_quantization", "each extra bit adds about 6 dB of SQNR",
           "uniform quantization theory (10 log10 4 = 6.02 dB)", _sqnr),
@@ -141,6 +161,15 @@ CLAIMS: tuple[Claim, ...] = (
           "LAPQ (Nahshan et al., 2019)", _steps),
     Claim("lab06_dangers_of_quantization", "flatter minima quantize better",
           "Keskar et al. 2017; HAWQ (Dong et al., 2019)", _sharpness),
+    Claim("lab05_incremental_network_quantization",
+          "INQ at 5 bits matches or beats float (top-1 error, e.g. ResNet-18 31.73 -> 31.02 %)",
+          INQ_PAPER + ", Table 1 (ImageNet)", _inq_5bit),
+    Claim("lab05_incremental_network_quantization",
+          "the pruning-inspired partition beats a random one (about 0.8 points, ResNet-18)",
+          INQ_PAPER + " (ImageNet)", _inq_partition),
+    Claim("lab05_incremental_network_quantization",
+          "5-bit weights: 0 or ±2^n, stored in 5 bits instead of 32", INQ_PAPER,
+          _inq_storage),
 )
 
 

@@ -353,3 +353,39 @@ def plot_loss_contour(alphas: Sequence[float], betas: Sequence[float], surface: 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return fig
+
+
+def plot_accuracy_vs_portion(portions: Sequence[float], accuracies: Mapping[str, Sequence[float]],
+                             float_accuracy: float, title: str = "") -> Figure:
+    """Accuracy against the accumulated portion of quantized weights (INQ), one line per
+    label (e.g. per bit width), with the float model as a horizontal dotted line.
+
+    ``portions``: fractions in [0, 1], increasing (drawn as percentages); ``accuracies``:
+    label -> one accuracy in [0, 1] per portion.
+
+    >>> fig = plot_accuracy_vs_portion([0.5, 1.0], {"5 bits": [0.97, 0.96]}, 0.975)
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['5 bits', 'float 97.5%']
+    """
+    xs = _numbers(portions, "portions")
+    if xs.size == 0 or ((xs < 0) | (xs > 1)).any() or (np.diff(xs) <= 0).any():
+        raise ValueError(f"portions must be increasing fractions in [0, 1], got {xs.tolist()}")
+    series = _series(accuracies, "accuracies", xs.size)
+    float_acc = _scalar(float_accuracy, "float_accuracy")
+    for name, arr in [*series.items(), ("float_accuracy", np.array([float_acc]))]:
+        if ((arr < 0) | (arr > 1)).any():
+            raise ValueError(f"accuracies must be fractions in [0, 1]; {name!r} has "
+                             f"{arr.tolist()}")
+    _check_str(title, "title")
+    fig, ax = _figure()
+    for label, y in series.items():
+        ax.plot(100 * xs, y, marker="o", label=label)
+    ax.axhline(float_acc, linestyle=":", color="k", label=f"float {float_acc:.1%}")
+    ax.set_xticks(100 * xs, [f"{100 * p:g} %" for p in xs])
+    ax.set_xlabel("accumulated portion of quantized weights")
+    ax.set_ylabel("accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_title(title or "INQ: accuracy as the quantized portion grows")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig

@@ -199,3 +199,18 @@ def test_plot_lines_draws_each_series_against_x():
         plots.plot_lines([0, 1], {"a": [1, 2, 3]})
     with pytest.raises(TypeError):
         plots.plot_lines([0, 1], {})
+
+
+def test_accuracy_vs_portion_draws_one_line_per_label_and_the_float_line():
+    fig = plots.plot_accuracy_vs_portion([0.5, 0.75, 1.0], {"5 bits": [0.97, 0.96, 0.96],
+                                                            "3 bits": [0.9, 0.8, 0.7]}, 0.975)
+    lines = fig.axes[0].lines
+    assert [line.get_label() for line in lines] == ["5 bits", "3 bits", "float 97.5%"]
+    assert lines[-1].get_linestyle() == ":"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["50 %", "75 %", "100 %"]
+    with pytest.raises(ValueError, match="portions"):
+        plots.plot_accuracy_vs_portion([0.75, 0.5], {"a": [0.9, 0.9]}, 0.9)
+    with pytest.raises(ValueError, match="accuracies"):
+        plots.plot_accuracy_vs_portion([0.5], {"a": [90.0]}, 0.9)
+    with pytest.raises(ValueError, match="accuracies"):
+        plots.plot_accuracy_vs_portion([0.5, 1.0], {"a": [0.9]}, 0.9)

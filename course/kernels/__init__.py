@@ -25,6 +25,11 @@ binary (bits packed along K into 64-bit words, XNOR + popcount):
   tiles, compiled once and cached on disk), with a plain reference;
 * :mod:`course.kernels.binary_conv` — binary Conv2d by packed im2col + the XNOR GEMM.
 
+powers of two (INQ's weights, 0 or ±2^n):
+
+* :mod:`course.kernels.pow2` — b-bit codes, their packing into bytes, and the product with
+  integer inputs by shifts and adds (numba), beside the int64 matmul it must equal.
+
 The functions ``int8_gemm`` and ``requantize`` are exported under their modules' names, so
 ``course.kernels.int8_gemm`` is the function; import a module's other names from the
 module itself (``from course.kernels.requantize import MULTIPLIER_BITS``).
