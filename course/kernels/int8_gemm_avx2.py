@@ -52,7 +52,10 @@ KC = 512
 L2 while every panel of ``b`` passes over it."""
 
 PANELS_PER_TASK = 8
-"""Panels of ``a`` (of MR rows) per parallel task, with one panel of ``b``."""
+"""Panels of ``a`` (of MR rows) per parallel task."""
+
+B_PANELS_PER_TASK = 8
+"""Panels of ``b`` (of NR columns) per parallel task."""
 
 
 def _round_up(n: int, m: int) -> int:
@@ -153,25 +156,35 @@ def _pack_b_body(b, out):  # pragma: no cover - compiled
 
 
 def _gemm_packed_body(a_packed, b_packed, c):  # pragma: no cover - compiled
-    """``c [Mp, Np]`` int32 (zeroed) ``+= A @ B`` from the packed operands."""
+    """``c [Mp, Np]`` int32 (zeroed) ``+= A @ B`` from the packed operands.
+
+    Per block of K: tasks of :data:`PANELS_PER_TASK` panels of ``a`` by
+    :data:`B_PANELS_PER_TASK` panels of ``b`` (48 x 128 outputs), the ``b`` panels outer so
+    that one (16 KB at ``KC = 512``) stays in L1 while every ``a`` panel of the task passes;
+    consecutive tasks share their ``b`` block (128 KB, in L2).
+    """
     a_panels, pairs = a_packed.shape[0], a_packed.shape[1]
     b_panels = b_packed.shape[0]
     ldc = c.shape[1]
     a_base = a_packed.ctypes.data
     b_base = b_packed.ctypes.data
     c_base = c.ctypes.data
-    blocks = (a_panels + PANELS_PER_TASK - 1) // PANELS_PER_TASK
-    tasks = blocks * b_panels
+    row_blocks = (a_panels + PANELS_PER_TASK - 1) // PANELS_PER_TASK
+    col_blocks = (b_panels + B_PANELS_PER_TASK - 1) // B_PANELS_PER_TASK
+    tasks = row_blocks * col_blocks
     for k0 in range(0, pairs, KC // 2):
         kn = min(KC // 2, pairs - k0)
         for t in prange(tasks):
-            bp = t % b_panels
-            blk = t // b_panels
-            b_addr = b_base + ((bp * pairs + k0) * NR * 2) * 2
-            for ap in range(blk * PANELS_PER_TASK, min((blk + 1) * PANELS_PER_TASK, a_panels)):
-                a_addr = a_base + ((ap * pairs + k0) * MR * 2) * 2
-                c_addr = c_base + ((ap * MR) * ldc + bp * NR) * 4
-                _tile_madd16(a_addr, b_addr, kn, c_addr, ldc)
+            rb = t % row_blocks
+            cb = t // row_blocks
+            for bp in range(cb * B_PANELS_PER_TASK, min((cb + 1) * B_PANELS_PER_TASK,
+                                                         b_panels)):
+                b_addr = b_base + ((bp * pairs + k0) * NR * 2) * 2
+                for ap in range(rb * PANELS_PER_TASK, min((rb + 1) * PANELS_PER_TASK,
+                                                          a_panels)):
+                    a_addr = a_base + ((ap * pairs + k0) * MR * 2) * 2
+                    c_addr = c_base + ((ap * MR) * ldc + bp * NR) * 4
+                    _tile_madd16(a_addr, b_addr, kn, c_addr, ldc)
 
 
 # Each kernel twice: on numba's threads (``prange``), and serial without the GIL, for callers
