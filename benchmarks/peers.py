@@ -131,17 +131,11 @@ def torch_static_cnn(engine: str, model: nn.Module, calibration: list[torch.Tens
 
 
 def fp32_folded_channels_last(model: nn.Module) -> tuple[nn.Module, bool]:
-    """The best plain-PyTorch fp32 form of ``model``: batch norms folded into the layers
-    before them (``course.ptq``), in eval mode, and channels-last memory where it has conv
-    layers. Returns ``(model, channels_last)``."""
-    from course.ptq import plan_model
-    from course.ptq.plan import folded_model
+    """``course.ptq.to_folded_fp32(model)`` and whether it is channels-last."""
+    from course.ptq import to_folded_fp32
 
-    folded = folded_model(plan_model(model)).eval()
-    has_conv = any(isinstance(m, nn.Conv2d) for m in folded.modules())
-    if has_conv:
-        folded = folded.to(memory_format=torch.channels_last)
-    return folded, has_conv
+    folded = to_folded_fp32(model)
+    return folded, any(isinstance(m, nn.Conv2d) for m in folded.modules())
 
 
 # ----------------------------------------------------------------------------- ONNX Runtime
