@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update results.json")
     parser.add_argument("--threads", type=int, default=None,
                         help="PyTorch's and numba's threads (default: their own choice)")
-    parser.add_argument("--timeout", type=float, default=240,
-                        help="seconds a module may run before it is stopped (default 240)")
+    parser.add_argument("--timeout", type=float, default=150,
+                        help="seconds a module may run before it is stopped (default 150: "
+                             "two modules fit in 5 minutes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

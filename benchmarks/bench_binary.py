@@ -55,7 +55,7 @@ class ConvShape:
 
 
 CONV = ConvShape()
-REPEATS = {"gemm": 7, "conv": 15, "cpu_time": 3}
+REPEATS = {"gemm": 5, "conv": 15, "cpu_time": 3}
 TARGETS_AVX512 = {  # issue 5's targets on a CPU with AVX-512 VPOPCNTDQ
     "binary_gemm_4096_vs_fp32": 15.0,
     "binary_gemm_4096_vs_int8": 3.0,
