@@ -10,17 +10,18 @@ into 8 int32 lanes. With ``k`` and ``k + 1`` of ``a`` interleaved in one 32-bit 
 same two rows of ``b`` interleaved per column, one instruction does 16 multiply-adds of
 ``c[i, j:j+8]``. It is exact: a pair of int8 products is at most ``2 * 2**14 = 2**15`` in
 magnitude, so nothing saturates, and the int32 accumulator holds any sum of
-``K <= MAX_K`` products. (The faster-looking ``vpmaddubsw`` multiplies *unsigned* by signed
-bytes and saturates its int16 pair sums, which is why the u8s8 kernels of other libraries
-are not exact for every input; the widened form has the same multiply throughput per
-32 products, two ``vpmaddwd``, and no saturation at all.)
+``K <= MAX_K`` products. (``vpmaddubsw``, which other libraries' u8s8 kernels use, multiplies
+*unsigned* by signed bytes and saturates its int16 pair sums — 255 * 127 * 2 > 32767 — so it
+is not exact for every input; it needs 3 instructions and half the bytes per 32 products,
+where the exact widened form needs 4: two ``vpmaddwd`` and two ``vpaddd``.)
 
 Layout: ``a`` is packed per call into panels of :data:`MR` rows, pairs of ``k`` interleaved
 (int16 ``[M/MR, K/2, MR, 2]``); ``b`` into panels of :data:`NR` columns
 (int16 ``[N/NR, K/2, NR, 2]``) — once, for a layer's weight (:func:`pack_b`). The register
 tile is ``MR x NR`` = 6 x 16 int32 (12 of the 16 ymm registers), written as LLVM vector IR
-through a numba ``@intrinsic``. ``K`` is cut into blocks of :data:`KC` so that a block of
-packed ``a`` stays in L2; tiles run in parallel over numba's threads.
+through a numba ``@intrinsic`` (its inner loop: 2 loads, 6 broadcasts, 12 ``vpmaddwd``, 12
+``vpaddd``, no spills). ``K`` is cut into blocks of :data:`KC`; per block, tasks of
+8 x 8 tiles run in parallel over numba's threads (:func:`_gemm_packed_body`).
 
 Only compiled when called, and only called on x86-64 with AVX2
 (:func:`course.kernels.cpu_features.kernel_isa`): nothing here is compiled on ARM.
@@ -48,8 +49,8 @@ NR = 8 * NV
 """Columns of ``b`` per register tile (one packed panel)."""
 
 KC = 512
-"""Block of K (a multiple of 2): a block of packed ``a`` (``M * KC * 2`` bytes) stays in
-L2 while every panel of ``b`` passes over it."""
+"""Block of K (a multiple of 2): one packed panel of ``b`` over a block (``KC * NR * 2`` =
+16 KB) stays in L1 while a task's panels of ``a`` (``8 * MR * KC * 2`` = 48 KB) pass."""
 
 PANELS_PER_TASK = 8
 """Panels of ``a`` (of MR rows) per parallel task."""
