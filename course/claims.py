@@ -134,6 +134,76 @@ def _inq_storage(r: dict) -> str:
 
 
 INQ_PAPER = "Zhou et al., INQ, ICLR 2017"
+XNOR_PAPER = "Rastegari et al., XNOR-Net, ECCV 2016 (AlexNet, ImageNet top-1)"
+
+
+def _xnor_rows(r: dict) -> dict[tuple[str, str], dict]:
+    return {(row["model"], row["variant"]): row for row in r["xnor_table"]}
+
+
+def _xnor_memory(r: dict) -> str:
+    layers = r["xnor_packed_layers"]
+    ratio = (sum(x["fp32 weight bytes"] for x in layers)
+             / sum(x["packed weight bytes"] + x["alpha bytes"] for x in layers))
+    rows = _xnor_rows(r)
+    xnor = "binary weights and inputs (XNOR)"
+    whole = "; ".join(f"{m}: whole model {1 / rows[m, xnor]['size vs fp32']:.1f}x"
+                      for m in ("mlp", "cnn"))
+    speed = "; ".join(f"{row['operation']}: {row['speedup']:.1f}x fp32"
+                      for row in r["kernel_speed"])
+    return (f"binary layers {ratio:.1f}x smaller; whole models (batch norm and the first layer's "
+            f"input float): {whole}; packed kernels: {speed}")
+
+
+def _xnor_accuracy(r: dict) -> str:
+    rows = _xnor_rows(r)
+    out = []
+    for m in ("mlp", "cnn"):
+        float_, bwn, xnor = (rows[m, v]["accuracy fine-tuned"] for v in (
+            "float", "binary weights (BWN)", "binary weights and inputs (XNOR)"))
+        out.append(f"{m}: float {_pct(float_)}, BWN {_pct(bwn)}, XNOR {_pct(xnor)}")
+    return "; ".join(out) + " (embedded MNIST, fine-tuned)"
+
+
+def _xnor_order(r: dict) -> bool:
+    """BWN close to float and XNOR below BWN, as in the paper."""
+    rows = _xnor_rows(r)
+    return all(rows[m, "binary weights (BWN)"]["accuracy fine-tuned"]
+               >= rows[m, "float"]["accuracy fine-tuned"] - 0.02
+               and rows[m, "binary weights and inputs (XNOR)"]["accuracy fine-tuned"]
+               <= rows[m, "binary weights (BWN)"]["accuracy fine-tuned"]
+               for m in ("mlp", "cnn"))
+
+
+def _bwn_speed(r: dict) -> str:
+    rows = _xnor_rows(r)
+    bwn, xnor = "binary weights (BWN)", "binary weights and inputs (XNOR)"
+    return "; ".join(f"{m}: BWN model {rows[m, bwn]['speedup vs fp32']:.2f}x, XNOR model "
+                     f"{rows[m, xnor]['speedup vs fp32']:.2f}x fp32 (1,000 digits, this CPU)"
+                     for m in ("mlp", "cnn"))
+
+
+def _dorefa(r: dict) -> str:
+    return "; ".join(f"W{row['W']}/A{row['A']}/G{row['G']}: {_pct(row['accuracy fine-tuned'])}"
+                     for row in r["dorefa_table"])
+
+
+def _hands_on_qat(r: dict) -> str:
+    h = r["hands_on"]
+    return (f"{_pct(h['faithful']['QAT'])} trained from scratch for {h['faithful_epochs']} "
+            f"epochs in the hands-on's configuration (W1/A1, unscaled weights, binarized "
+            f"image; direct {_pct(h['faithful']['direct'])}); scaled 1-bit weights, fine-tuned: "
+            f"{_pct(h['ours']['QAT'])} (3,500 training images)")
+
+
+def _qat_8bit(r: dict) -> str:
+    out = []
+    for row in r["ptq_vs_qat"]:
+        if row["bits"] == 8:
+            delta = 100 * (row["QAT"] - row["PTQ"]) / row["PTQ"]
+            out.append(f"{row['model']}: PTQ {_pct(row['PTQ'])}, QAT {_pct(row['QAT'])} "
+                       f"({delta:+.2f} % relative)")
+    return "; ".join(out) + " (1,000 test images: +-1.3 points is noise)"
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("lab01_direct_quantization", "each extra bit adds about 6 dB of SQNR",
@@ -149,10 +219,25 @@ CLAIMS: tuple[Claim, ...] = (
           LECTURE, lambda r: _ptq(r, "dynamic range int8")),
     Claim("lab02_post_training_quantization", "full integer int8: 4x smaller, 3x+ speedup",
           LECTURE, lambda r: _ptq(r, "full integer int8")),
-    Claim("lab02_post_training_quantization", "float16: 2x smaller, no CPU speedup",
+    Claim("lab02_post_training_quantization",
+          "float16: 2x smaller, GPU acceleration (a CPU gives no speedup)",
           LECTURE, lambda r: _ptq(r, "float16")),
     Claim("lab03_quantization_aware_training",
           "QAT typically gives higher accuracy than PTQ, close to float", LECTURE, _qat),
+    Claim("lab03_quantization_aware_training",
+          "8-bit QAT vs PTQ: a small relative change (the deck's PTQ-vs-QAT table)",
+          LECTURE, _qat_8bit),
+    Claim("lab04_binary_and_low_bit", "XNOR-Net: ~32x less memory, ~58x faster convolutions",
+          XNOR_PAPER + "; 58x counts operations", _xnor_memory),
+    Claim("lab04_binary_and_low_bit",
+          "XNOR-Net accuracy: float 56.7 %, BWN 56.8 %, XNOR 44.2 %", XNOR_PAPER,
+          _xnor_accuracy, _xnor_order),
+    Claim("lab04_binary_and_low_bit", "binary weights only (BWN): ~2x faster (adds, no "
+          "multiplies)", XNOR_PAPER, _bwn_speed),
+    Claim("lab04_binary_and_low_bit", "DoReFa-Net: low-bit weights and activations train to "
+          "near float", "Zhou et al., DoReFa-Net, 2016", _dorefa),
+    Claim("lab04_binary_and_low_bit", "the hands-on's 1-bit MLP after QAT: 95.22 %",
+          LECTURE + ", hands-on (TF + Larq, 20 epochs, full MNIST)", _hands_on_qat),
     Claim("lab06_dangers_of_quantization",
           "a small change of the weights can change the loss enormously",
           LECTURE + " (ResNet-56 landscape of Li et al., 2018)", _landscape),

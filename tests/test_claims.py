@@ -79,3 +79,35 @@ def test_lab06_claims_read_the_landscape_results():
     assert "cnn: float 0.1, 8 bits 0.8, 2 bits 0.2" in rows[1]["measured here"]
     assert rows[2]["measured here"] == ("batch 16: lambda_max 6.8, 3 bits +0.70 points lost, "
                                         "loss +0.011; sharper lost more at 3 bits: no")
+
+
+def test_lab03_and_lab04_claims_read_their_tables():
+    variants = ("float", "binary weights (BWN)", "binary weights and inputs (XNOR)")
+    xnor_table = [{"model": m, "variant": v, "accuracy fine-tuned": acc, "size vs fp32": size,
+                   "speedup vs fp32": speed}
+                  for m in ("mlp", "cnn")
+                  for v, acc, size, speed in zip(variants, (0.96, 0.955, 0.91), (1, 0.04, 0.04),
+                                                 (1.0, 0.5, 1.4), strict=True)]
+    results = {
+        "lab03_quantization_aware_training": {"ptq_vs_qat": [
+            {"model": "mlp", "bits": 8, "PTQ": 0.95, "QAT": 0.96, "float": 0.956}]},
+        "lab04_binary_and_low_bit": {
+            "xnor_table": xnor_table,
+            "xnor_packed_layers": [{"fp32 weight bytes": 3200, "packed weight bytes": 96,
+                                    "alpha bytes": 4}],
+            "kernel_speed": [{"operation": "matmul 2048^3", "speedup": 12.5}],
+            "dorefa_table": [{"W": 1, "A": 2, "G": 32, "accuracy fine-tuned": 0.945}],
+            "hands_on": {"faithful": {"direct": 0.6, "QAT": 0.888}, "faithful_epochs": 20,
+                         "ours": {"QAT": 0.951}}}}
+    rows = {r["claim"]: r for r in claim_rows(results)}
+    qat8 = rows["8-bit QAT vs PTQ: a small relative change (the deck's PTQ-vs-QAT table)"]
+    assert "mlp: PTQ 95.00 %, QAT 96.00 % (+1.05 % relative)" in qat8["measured here"]
+    memory = rows["XNOR-Net: ~32x less memory, ~58x faster convolutions"]["measured here"]
+    assert memory.startswith("binary layers 32.0x smaller") and "12.5x fp32" in memory
+    accuracy = rows["XNOR-Net accuracy: float 56.7 %, BWN 56.8 %, XNOR 44.2 %"]
+    assert "mlp: float 96.00 %, BWN 95.50 %, XNOR 91.00 %" in accuracy["measured here"]
+    assert accuracy["agrees"] == "yes"
+    assert "W1/A2/G32: 94.50 %" in rows["DoReFa-Net: low-bit weights and activations train to "
+                                         "near float"]["measured here"]
+    assert rows["the hands-on's 1-bit MLP after QAT: 95.22 %"]["measured here"].startswith(
+        "88.80 % trained from scratch for 20 epochs")
