@@ -143,15 +143,15 @@ def fp32_folded_channels_last(model: nn.Module) -> tuple[nn.Module, bool]:
 
 def onnxruntime():
     """The ``onnxruntime`` module, or :class:`PeerUnavailable` (absent, or under emulation)."""
+    emulated = emulated_isa()  # first: under emulation it is left out, installed or not
+    if emulated:
+        raise PeerUnavailable(f"ONNX Runtime left out: {emulated}, and its MLAS kernels "
+                              "cannot be restricted to that instruction set")
     try:
         import onnxruntime as ort
     except ImportError as err:
         raise PeerUnavailable("ONNX Runtime is not installed (optional peer: "
                               "pip install onnxruntime onnx)") from err
-    emulated = emulated_isa()
-    if emulated:
-        raise PeerUnavailable(f"ONNX Runtime left out: {emulated}, and its MLAS kernels "
-                              "cannot be restricted to that instruction set")
     return ort
 
 
