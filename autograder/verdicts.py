@@ -35,6 +35,7 @@ from nbformat.notebooknode import NotebookNode
 from course.grading import Mismatch
 from course.grading.encode import loads
 from course.grading.outcome import judge
+from course.grading.quiet import HEADING
 from course.grading.record import Record, parse_records
 
 # Statements that test nothing by themselves: a cell of these and `check` calls is judged
@@ -196,6 +197,29 @@ def judge_cell(plan: TestPlan, records: Sequence[Record], references: References
     return Verdict(plan.grade_id, True, "\n".join(lines))
 
 
+def stderr_to_stdout(cell: NotebookNode) -> bool:
+    """Turn the stderr stream outputs of ``cell`` into stdout under a heading (in place).
+
+    nbgrader scores a test cell 0 for any stderr output; what student code writes to stderr
+    while it is checked (a log line, a debug print, C code writing to file descriptor 2 —
+    also output that arrives late from an earlier cell) must not change a score, but the
+    student should see it. Returns True if anything was moved.
+    """
+    moved = False
+    outputs = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            text = output.get("text", "")
+            if not moved:
+                text = f"{HEADING}\n{text}"
+            moved = True
+            outputs.append(NotebookNode(output_type="stream", name="stdout", text=text))
+        else:
+            outputs.append(output)
+    cell.outputs = outputs
+    return moved
+
+
 def _is_test_cell(cell: NotebookNode) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return (cell.get("cell_type") == "code" and bool(meta.get("grade"))
@@ -216,7 +240,8 @@ def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
                    cell_records: Mapping[str, Mapping], references: References
                    ) -> list[CellReport]:
     """Judge every graded test cell of the executed ``notebook`` and write the verdicts into
-    its outputs (in place); return a report per cell, in notebook order.
+    its outputs (in place); return a report per cell, in notebook order. Displayed values
+    are dropped and stderr becomes stdout (:func:`stderr_to_stdout`): only errors decide.
 
     ``plans``: grade_id -> plan from the instructor's source; ``cell_records``: cell index (as
     str) -> ``{"grade_id", "records"}`` as ``BoundedExecute`` wrote them.
@@ -229,6 +254,7 @@ def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
         plan = plans.get(grade_id, TestPlan(grade_id, (), True))
         cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type")
                         != "execute_result"]
+        stderr_to_stdout(cell)
         errors = [o for o in cell.outputs if o.get("output_type") == "error"]
         kernel_error = f"{errors[0].get('ename', '')}: {errors[0].get('evalue', '')}" \
             if errors else ""
@@ -251,4 +277,4 @@ def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
 
 
 __all__ = ["CellReport", "CheckCall", "References", "TestPlan", "Verdict", "apply_verdicts",
-           "judge_cell", "plan_test_cell"]
+           "judge_cell", "plan_test_cell", "stderr_to_stdout"]

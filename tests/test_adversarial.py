@@ -459,3 +459,56 @@ def test_an_interrupted_class_run_resumes_and_its_csv_files_agree(tmp_path):
     assert {s.student_id for s in report.executed} == set(students) - done
     assert {s.student_id for s in report.graded} == set(students)
     assert all(s.score == SQUARE + CUBE for s in report.graded)
+
+
+# ------------------------------------------- issue 11, class 1: stderr never costs a point
+NOISY = """
+import logging, os, sys
+_log = logging.getLogger("student")
+_configured = logging.getLogger("student.configured")
+_configured.addHandler(logging.StreamHandler(sys.stderr))
+_configured.propagate = False
+
+def {name}(x):
+    print("debug: {name} via sys.stderr", file=sys.stderr)
+    os.write(2, b"debug: {name} via fd 2\\n")
+    logging.warning("debug: {name} via logging.warning")
+    _configured.warning("debug: {name} via a configured handler")
+    return {body}
+"""
+
+
+@pytest.mark.slow
+def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_path):
+    from autograder.grade import autograde
+    from autograder.release import release
+    from course.grading.quiet import HEADING
+
+    root = tmp_path / "course"
+    src = write_toy_lab(root)
+    layout = CourseLayout.from_config(root=root)
+    release([TOY_LAB], layout)
+    subs = root / "submissions"
+    variant(src, subs / "noisy" / TOY_LAB / src.name,
+            replace={"cube": NOISY.format(name="cube", body="x * x * x"),
+                     "square": NOISY.format(name="square", body="x * x")})
+    variant(src, subs / "noisy_wrong" / TOY_LAB / src.name,
+            replace={"cube": NOISY.format(name="cube", body="x * x")})
+    config = load_config()
+    config.ExecutePreprocessor.timeout = 60
+    report = autograde(TOY_LAB, subs, root / "out", layout, config, jobs=2)
+    run = Run(layout, TOY_LAB, report, subs)
+    assert run.scores("noisy") == FULL
+    assert run.scores("noisy_wrong") == {**FULL, "test_cube": 0.0}
+    assert "expected 8, got 4" in run.errors("noisy_wrong", "test_cube")
+    # check() captures all four ways itself; a plain test cell's stderr is moved by the
+    # grader (fd 2 output may arrive a cell late: it is moved wherever it lands)
+    ways = ("sys.stderr", "fd 2", "logging.warning", "a configured handler")
+    for grade_id, name, expected in (("test_cube", "cube", ways),
+                                     ("test_square", "square", ways[:1] + ways[2:])):
+        shown = "".join(run.outputs("noisy", grade_id))
+        assert HEADING in shown, (grade_id, shown)
+        for way in expected:
+            assert f"debug: {name} via {way}" in shown, (grade_id, way, shown)
+    page = (report.out / "feedback" / "noisy" / TOY_LAB / f"{TOY_LAB}.html").read_text()
+    assert "debug: cube via fd 2" in page and "debug: square via logging.warning" in page

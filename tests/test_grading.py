@@ -332,3 +332,63 @@ def test_record_lines_that_are_not_records_are_skipped():
     records = parse_records(text)
     assert [(r.lab, r.name, r.hidden, r.index, r.outcome) for r in records] == [
         ("l", "f", True, 1, {"returned": 2})]
+
+
+# ------------------------------------------------ stderr of checked code never costs a point
+def test_stderr_written_by_checked_code_is_captured_and_printed_to_stdout(capfd):
+    import logging
+    import os
+    import sys
+
+    from course.grading.quiet import HEADING
+
+    configured = logging.getLogger("student.configured")
+    handler = logging.StreamHandler(sys.stderr)   # bound to the stream when configured
+    configured.addHandler(handler)
+    configured.propagate = False
+
+    def noisy(num_bits, signed):
+        print("debug: python stream", file=sys.stderr)
+        os.write(2, b"debug: file descriptor 2\n")
+        logging.getLogger("student.plain").warning("debug: last-resort logging")
+        configured.warning("debug: a configured handler")
+        return quant.qrange(num_bits, signed)
+
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers.clear()   # as in a notebook: logging.warning goes to logging.lastResort
+    try:
+        check(LAB, "qrange", noisy)
+    finally:
+        root.handlers[:] = kept
+        configured.removeHandler(handler)
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert "qrange: all 3 visible checks passed" in out and HEADING in out
+    for line in ("python stream", "file descriptor 2", "last-resort logging",
+                 "a configured handler"):
+        assert f"debug: {line}" in out, (line, out)
+    print("after", file=sys.stderr)   # everything is put back after the check
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_the_grader_moves_stderr_of_test_cells_to_stdout():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from autograder.verdicts import References, apply_verdicts, plan_test_cell
+    from course.grading.quiet import HEADING
+
+    cell = new_code_cell("assert True", metadata={"nbgrader": {
+        "grade": True, "solution": False, "grade_id": "t", "points": 1, "locked": True}})
+    cell.outputs = [new_output("stream", name="stdout", text="ok\n"),
+                    new_output("stream", name="stderr", text="WARNING:root:late log\n"),
+                    new_output("stream", name="stderr", text="more\n")]
+    notebook = new_notebook(cells=[cell])
+    apply_verdicts(notebook, {"t": plan_test_cell("t", "assert True", LAB)}, {},
+                   References({}, {}))
+    from nbgrader.utils import determine_grade
+
+    assert determine_grade(notebook.cells[0]) == (1.0, 1.0)
+    texts = [(o["name"], o["text"]) for o in notebook.cells[0].outputs]
+    assert texts == [("stdout", "ok\n"), ("stdout", f"{HEADING}\nWARNING:root:late log\n"),
+                     ("stdout", "more\n")]

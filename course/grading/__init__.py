@@ -25,6 +25,7 @@ from typing import Any
 from course.grading.compare import Mismatch
 from course.grading.encode import dumps, loads
 from course.grading.outcome import capture, dumps_outcome, judge, loads_outcome
+from course.grading.quiet import HEADING, StderrCapture
 from course.grading.record import append_record
 
 __all__ = ["Mismatch", "check", "load_cases", "references_path", "dumps", "loads", "grading"]
@@ -82,7 +83,9 @@ def check(lab: str, name: str, fn: Any, hidden: bool = False) -> None:
     Prints one line when all pass; raises :class:`Mismatch` naming the first failing case
     (its label and call) and the number of failures. Returns None on purpose: nbgrader reads
     a number shown as a test cell's result as partial credit. Warnings raised by the student's
-    code are kept out of the cell's stderr, which nbgrader would count as a failure.
+    code, and whatever it writes to stderr (``sys.stderr``, file descriptor 2, ``logging``),
+    are kept out of the cell's stderr, which nbgrader would count as a failure: what was
+    written is printed to stdout under a heading instead (``course.grading.quiet``).
 
     Each case's outcome is captured as plain data (``course.grading.outcome``) and judged
     from that data alone. Under the autograder every outcome is also appended to the record
@@ -98,7 +101,7 @@ def check(lab: str, name: str, fn: Any, hidden: bool = False) -> None:
     kind = "hidden" if hidden else "visible"
     withheld = any("expected" not in case for case in cases)
     failures = []
-    with _catch_warnings(record=True):
+    with _catch_warnings(record=True), StderrCapture() as written:
         for index, case in enumerate(cases):
             outcome = capture(fn, case)
             append_record(lab, name, hidden, index, outcome)
@@ -108,6 +111,9 @@ def check(lab: str, name: str, fn: Any, hidden: bool = False) -> None:
                 judge(loads_outcome(dumps_outcome(outcome)), case)
             except Mismatch as err:
                 failures.append(f"{case['call']} [{case['label']}]: {err}")
+    text = written.text()
+    if text:
+        _print(f"{HEADING}\n{text}", end="" if text.endswith("\n") else "\n")
     if withheld:
         _print(f"{name}: {len(cases)} {kind} cases ran; the grader judges their results")
         return
