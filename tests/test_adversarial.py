@@ -512,3 +512,120 @@ def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_p
             assert f"debug: {name} via {way}" in shown, (grade_id, way, shown)
     page = (report.out / "feedback" / "noisy" / TOY_LAB / f"{TOY_LAB}.html").read_text()
     assert "debug: cube via fd 2" in page and "debug: square via logging.warning" in page
+
+
+# ------------------------------------------------- issue 11, class 3: records cannot be forged
+NO_VALIDATION = """qmin, qmax = qrange(num_bits, signed=False)
+x_min, x_max = min(x_min, x_max, 0.0), max(x_min, x_max, 0.0)
+scale = max((x_max - x_min) / (qmax - qmin), EPS)
+zero_point = qmin - round(x_min / scale)
+return scale, int(min(max(zero_point, qmin), qmax))"""
+# Claims "raised ValueError" for the case it does not handle, by rebinding what check calls.
+FORGE_CAPTURE = """
+import course.grading, course.grading.outcome
+_real_capture = course.grading.outcome.capture
+def _forged(fn, case):
+    args = case.get("args", [])
+    if len(args) == 3 and isinstance(args[0], float) and args[0] > args[1]:
+        return {"raised": {"type": "ValueError", "mro": ["ValueError", "Exception",
+                "BaseException", "object"], "message": "x_min > x_max"}}
+    return _real_capture(fn, case)
+course.grading.capture = course.grading.outcome.capture = _forged
+"""
+# The same, reaching into check's closure.
+FORGE_CLOSURE = FORGE_CAPTURE.replace(
+    "course.grading.capture = course.grading.outcome.capture = _forged", """
+from course.grading import check as _check
+_cells = dict(zip(_check.__code__.co_freevars, _check.__closure__))
+_cells["capture"].cell_contents = _forged""")
+# Claims "the input model was left unchanged": quantizes in place, blinds the comparison.
+IN_PLACE = """with torch.no_grad():
+    for layer in model.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            w = layer.weight
+            if per_channel:
+                w.copy_(fake_quantize_per_channel(w, num_bits, axis=0))
+            else:
+                w.copy_(fake_quantize(w, num_bits, symmetric=True))
+return copy.deepcopy(model)"""
+FORGE_UNCHANGED = """
+import course.grading.outcome
+course.grading.outcome._equal = lambda a, b: True
+"""
+# Writes the records itself: a value it computed, and an error for the case it cannot handle.
+FORGE_RECORDS = """
+import json, os
+import course.grading
+_real = course.grading.check
+def _check(lab, name, fn, hidden=False):
+    if name != "affine_qparams":
+        return _real(lab, name, fn, hidden)
+    from course.grading import load_cases
+    from course.grading.outcome import capture, dumps_outcome
+    for index, case in enumerate(load_cases(lab, hidden)[name]):
+        if case["kind"] == "raises":
+            outcome = {"raised": {"type": "ValueError", "mro": ["ValueError", "Exception"],
+                                  "message": ""}}
+        else:
+            outcome = capture(fn, case)
+        line = {"lab": lab, "name": name, "hidden": hidden, "index": index}
+        with open(os.environ["COURSE_GRADING_RECORD"], "a") as out:
+            out.write(json.dumps(line)[:-1] + ',"outcome":' + dumps_outcome(outcome) + "}\\n")
+course.grading.check = _check
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_ROOT / "solutions" / LAB01).is_dir(), reason="no lab01")
+def test_lab01_forged_records_gain_nothing_and_honest_noise_costs_nothing(tmp_path):
+    from autograder.grade import autograde
+    from course.grading.quiet import HEADING
+
+    root = tmp_path / "course"
+    shutil.copytree(REPO_ROOT / "solutions" / LAB01, root / "solutions" / LAB01)
+    refs = root / "autograder" / "references"
+    refs.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "autograder" / "references" / f"{LAB01}.json",
+                    refs / f"{LAB01}.json")
+    src = root / "solutions" / LAB01 / f"{LAB01}.ipynb"
+    subs = root / "submissions"
+
+    def at(student: str) -> Path:
+        return subs / student / LAB01 / src.name
+
+    variant(src, at("forges_capture"), solutions={"affine_qparams": NO_VALIDATION},
+            append={"affine_qparams": FORGE_CAPTURE})
+    variant(src, at("forges_closure"), solutions={"affine_qparams": NO_VALIDATION},
+            append={"affine_qparams": FORGE_CLOSURE})
+    variant(src, at("forges_records"), solutions={"affine_qparams": NO_VALIDATION},
+            append={"affine_qparams": FORGE_RECORDS})
+    variant(src, at("forges_unchanged"), solutions={"direct_quantize": IN_PLACE},
+            append={"direct_quantize": FORGE_UNCHANGED})
+    variant(src, at("honest_noisy"), append={"quantize": (
+        "import logging, os, sys\n_quantize = quantize\n"
+        "def quantize(x, scale, zero_point, qmin, qmax):\n"
+        "    logging.warning('quantizing %d values', x.numel())\n"
+        "    os.write(2, b'fd 2 line\\n')\n"
+        "    return _quantize(x, scale, zero_point, qmin, qmax)")})
+    layout = CourseLayout.from_config(root=root)
+    report = autograde(LAB01, subs, root / "out", layout, jobs=2)
+    run = Run(layout, LAB01, report, subs)
+
+    def lost(student: str) -> set[str]:
+        return {g for g, s in run.scores(student).items() if s == 0.0}
+
+    assert lost("honest_noisy") == {"why_direct_fails"}
+    shown = "".join(run.outputs("honest_noisy", "test_quantize"))
+    assert HEADING in shown and "quantizing" in shown and "fd 2 line" in shown
+    for student in ("forges_capture", "forges_closure", "forges_records"):
+        assert lost(student) == {"test_affine_qparams", "why_direct_fails"}, student
+        errors = run.errors(student, "test_affine_qparams")
+        assert "x_min > x_max is an error]: returned" in errors, (student, errors)
+        assert "instead of raising ValueError" in errors, (student, errors)
+        # check() keeps its own capture: rebinding the module's does not even fool the
+        # kernel; reaching into its closure or writing records does, but not the re-run
+        if student != "forges_capture":
+            assert "(in the grader's fresh re-run)" in errors, (student, errors)
+    assert lost("forges_unchanged") == {"test_direct_quantize", "why_direct_fails"}
+    errors = run.errors("forges_unchanged", "test_direct_quantize")
+    assert "the input model was modified" in errors and "fresh re-run" in errors, errors
