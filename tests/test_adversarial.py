@@ -514,6 +514,7 @@ def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_p
     assert "debug: cube via fd 2" in page and "debug: square via logging.warning" in page
 
 
+
 # ------------------------------------------------- issue 11, class 3: records cannot be forged
 NO_VALIDATION = """qmin, qmax = qrange(num_bits, signed=False)
 x_min, x_max = min(x_min, x_max, 0.0), max(x_min, x_max, 0.0)
@@ -629,3 +630,103 @@ def test_lab01_forged_records_gain_nothing_and_honest_noise_costs_nothing(tmp_pa
     assert lost("forges_unchanged") == {"test_direct_quantize", "why_direct_fails"}
     errors = run.errors("forges_unchanged", "test_direct_quantize")
     assert "the input model was modified" in errors and "fresh re-run" in errors, errors
+
+
+# --------------------------- issue 11, class 2: the library's answers under other names
+# Answers that call the library's own implementation under another name than the exercise's.
+LAB03_CHEATS = {
+    "FakeQuantSTE": "FakeQuantSTE = quant.FakeQuantizeSTE\n",
+    "ActivationFakeQuant": '''class ActivationFakeQuant(nn.Module):
+    def __init__(self, num_bits: int = 8, averaging_constant: float = 0.01):
+        super().__init__()
+        self.num_bits = num_bits
+        self.averaging_constant = averaging_constant
+        self.fq = quant.FakeQuantize.for_activations(num_bits, observer="moving_average")
+
+    def forward(self, x):
+        self.fq.train(self.training)
+        return self.fq(x)
+''',
+    "fold_batch_norm": '''import copy
+from course.qat.layers import folded_parameters
+
+
+def fold_batch_norm(layer, bn):
+    folded = copy.deepcopy(layer)
+    bias = None if layer.bias is None else layer.bias.detach()
+    w, b = folded_parameters(layer.weight.detach(), bias, bn)
+    folded.weight = nn.Parameter(w.detach().clone())
+    folded.bias = nn.Parameter(b.detach().clone())
+    return folded
+''',
+}
+LAB04_CHEATS = {
+    "binarize": "def binarize(w):\n    return xnor.binary_weight(w).detach()\n",
+    "sign_ste_backward": '''def sign_ste_backward(x, grad_output):
+    x = x.clone().requires_grad_(True)
+    xnor.sign_ste(x).backward(grad_output)
+    return x.grad
+''',
+    "pack_signs": '''WORD_BITS = 64
+
+
+def pack_signs(x):
+    return bitpack.pack_signs(x).to_tensor()
+''',
+    "xnor_matmul": '''import numpy as np
+from course.kernels.xnor_gemm import xnor_gemm_words
+
+
+def xnor_matmul(a_words, b_words, length):
+    out = xnor_gemm_words(a_words.numpy().view(np.uint64), b_words.numpy().view(np.uint64),
+                          length)
+    return torch.from_numpy(out)
+''',
+    "dorefa_weights": ("FLOAT_BITS = 32\n\n\ndef dorefa_weights(w, bits):\n"
+                       "    return dorefa.quantize_weights(w, bits)\n"),
+    "dorefa_activations": ("def dorefa_activations(x, bits):\n"
+                           "    return dorefa.quantize_activations(x, bits)\n"),
+}
+# (each passes every visible and hidden check outside grading: the library is right)
+LAB03 = "lab03_quantization_aware_training"
+LAB04 = "lab04_binary_and_low_bit"
+
+
+def _lab_class(tmp_path: Path, lab: str, cheats: dict[str, str]) -> Run:
+    from autograder.grade import autograde
+
+    root = tmp_path / lab
+    shutil.copytree(REPO_ROOT / "solutions" / lab, root / "solutions" / lab)
+    refs = root / "autograder" / "references"
+    refs.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "autograder" / "references" / f"{lab}.json",
+                    refs / f"{lab}.json")
+    src = root / "solutions" / lab / f"{lab}.ipynb"
+    subs = root / "submissions"
+    variant(src, subs / "honest" / lab / src.name)
+    variant(src, subs / "libcalls" / lab / src.name, replace=cheats)
+    layout = CourseLayout.from_config(root=root)
+    return Run(layout, lab, autograde(lab, subs, root / "out", layout, jobs=2), subs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("lab", "cheats", "cells"), [
+    (LAB03, LAB03_CHEATS, {"test_FakeQuantSTE", "test_ActivationFakeQuant",
+                           "test_fold_batch_norm"}),
+    (LAB04, LAB04_CHEATS, {"test_binarize", "test_sign_ste_backward", "test_pack_signs",
+                           "test_xnor_matmul", "test_dorefa_weights", "test_dorefa_activations"}),
+], ids=["lab03", "lab04"])
+def test_library_equivalents_under_other_names_earn_nothing(tmp_path, lab, cheats, cells):
+    """Each cheat passes every check outside grading (the library is right); while grading,
+    each loses its exercise with the withheld message, and the honest solution loses
+    nothing."""
+    if not (REPO_ROOT / "solutions" / lab).is_dir():
+        pytest.skip(f"no {lab}")
+    run = _lab_class(tmp_path, lab, cheats)
+    honest = run.scores("honest")
+    manual = {g for g, s in honest.items() if s == 0.0}
+    assert all(g.startswith("answer") for g in manual), honest
+    lost = {g for g, s in run.scores("libcalls").items() if s == 0.0} - manual
+    assert lost == cells, (lost, cells)
+    for grade_id in cells:
+        assert "withheld while grading" in run.errors("libcalls", grade_id), grade_id

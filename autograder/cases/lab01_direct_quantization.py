@@ -283,6 +283,32 @@ EXERCISES = {
 }
 
 
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "qrange": ("course.quant.affine:qrange",),
+    "affine_qparams": ("course.quant.affine:affine_qparams",
+                       "course.kernels.int8_dynamic:activation_qparams"),
+    "symmetric_scale": ("course.quant.affine:symmetric_scale",
+                        "course.quant.affine:per_channel_scale"),
+    "quantize": ("course.quant.affine:quantize", "course.kernels.int8_dynamic:quantize_to_int8",
+                 "course.kernels.int8_dynamic:_quantize",
+                 "course.kernels.int8_dynamic:quantize_activations"),
+    "dequantize": ("course.quant.affine:dequantize",
+                   "course.kernels.int8_dynamic:dequantize_accumulators",
+                   "course.kernels.int8_dynamic:_dequantize"),
+    "fake_quantize": ("course.quant.affine:fake_quantize", "course.quant.ste:fake_quantize_ste",
+                      "course.quant.ste:FakeQuantizeSTE",
+                      "course.ptq.integer_layers:fake_quantize_codes",
+                      "course.quant.fake_quant:FakeQuantize"),
+    "fake_quantize_per_channel": ("course.quant.affine:fake_quantize_per_channel",),
+    "sqnr_db": ("course.measure:sqnr_db",),
+    "direct_quantize": ("course.quant.direct:direct_quantize",
+                        "course.quant.direct:quantize_weights"),
+}
+
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab01, as ``{path from repo root: bytes}``."""
     return reference_files(LAB, EXERCISES)

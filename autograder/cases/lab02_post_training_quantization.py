@@ -136,6 +136,33 @@ EXERCISES = {
 }
 
 
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "quantize_multiplier": ("course.kernels.requantize:quantize_multiplier",
+                            "course.kernels.requantize:quantize_multiplier_per_channel"),
+    "requantize": ("course.kernels.requantize:requantize",
+                   "course.kernels.requantize:requantize_reference",
+                   "course.kernels.requantize:requantize_prepared",
+                   "course.kernels.requantize:_requantize_torch",
+                   "course.kernels.requantize:_requantize_numba",
+                   "course.kernels.requantize:_requantize_rows",
+                   "course.kernels.int8_activation:requantize_max_pool2d",
+                   "course.kernels.int8_activation:requantize_max_pool2d_prepared",
+                   "course.kernels.int8_activation:requantize_max_pool2d_reference",
+                   "course.kernels.int8_activation:_requantize_max_pool",
+                   "course.kernels.int8_conv_fused:_pool_requantize"),
+    "quantized_linear": ("course.ptq.integer_layers:IntLinear.forward",
+                         "course.ptq.integer_layers:IntLinear.fake_quant_forward",
+                         "course.ptq.integer_layers:IntLinear.from_float",
+                         "course.ptq.integer_layers:IntegerModel.forward"),
+    "calibrate_ranges": ("course.ptq.calibration:calibrate",
+                         "course.ptq.observers:MinMaxObserver.update",
+                         "course.ptq.observers:MinMaxObserver.range"),
+}
+
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab02, as ``{path from repo root: bytes}``."""
     return reference_files(LAB, EXERCISES)

@@ -149,6 +149,22 @@ EXERCISES = {
 }
 
 
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "ste_forward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste",
+                    "course.ptq.integer_layers:fake_quantize_codes"),
+    "ste_backward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste"),
+    "activation_fake_quant": ("course.quant.fake_quant:FakeQuantize",
+                              "course.ptq.observers:MovingAverageMinMaxObserver.update",
+                              "course.ptq.observers:MovingAverageMinMaxObserver.range"),
+    "fold_batch_norm": ("course.ptq.folding:fold_batch_norm", "course.qat.layers:fold_scale",
+                        "course.qat.layers:folded_parameters",
+                        "course.qat.layers:_QATLayer.folded_parameters"),
+}
+
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab03, as ``{path from repo root: bytes}``."""
     return reference_files(LAB, EXERCISES)
