@@ -38,6 +38,7 @@ from traitlets.config import Config
 
 from autograder.execute import BoundedExecute
 from autograder.kernel import job_paths
+from autograder.overwrite import quiet_preprocessors
 from autograder.rerun import apply_rerun, rerun_notebook
 from autograder.sandbox import Limits, probe_support, sandbox_mode
 from autograder.session import CONFIG_FILE, CourseLayout, load_config, run_converter
@@ -105,6 +106,7 @@ def job_config(job: Job) -> Config:
                                           Autograde.class_traits()["autograde_preprocessors"].default()))
     config.Autograde.autograde_preprocessors = [
         BoundedExecute if p is Execute else p for p in autograde]
+    config.Autograde.sanitize_preprocessors = quiet_preprocessors(config)
     kernel_dir = Path(job.job_dir) / "kernel"
     record = job_paths(kernel_dir)
     config.SandboxKernelManager.job_dir = str(kernel_dir)

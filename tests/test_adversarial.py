@@ -515,6 +515,50 @@ def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_p
 
 
 
+@pytest.mark.slow
+def test_summary_breaks_down_points_and_the_log_has_no_expected_checksum_alarms(tmp_path):
+    from autograder.grade import autograde
+    from autograder.release import release
+
+    root = tmp_path / "course"
+    src = write_toy_lab(root)
+    layout = CourseLayout.from_config(root=root)
+    release([TOY_LAB], layout)
+    released = layout.release_dir / TOY_LAB / f"{TOY_LAB}.ipynb"
+    subs = root / "submissions"
+    variant(released, subs / "blank" / TOY_LAB / src.name)      # the lab as handed out
+    variant(released, subs / "wrong_cube" / TOY_LAB / src.name,
+            replace={"square": "def square(x):\n    return x * x",
+                     "cube": "def cube(x):\n    return x * x"})
+    variant(src, subs / "edits_locked" / TOY_LAB / src.name,
+            replace={"test_square": "pass", "setup": "import json\nimport os\n"
+                     "from course.grading import check\nLAB = 'toy_lab'\nprint('mine')"})
+    report = autograde(TOY_LAB, subs, root / "out", layout, jobs=2)
+    log = (report.out / "autograde.log").read_text()
+    assert "checksum" not in log.lower(), [ln for ln in log.splitlines() if "hecksum" in ln]
+    run = Run(layout, TOY_LAB, report, subs)
+    assert run.scores("edits_locked") == FULL            # graded as the lab has its cells
+    notes = run.result("edits_locked").notes
+    assert [n for n in notes if "locked cell(s) edited" in n] == [
+        "locked cell(s) edited, graded as the lab has them: setup, test_square"]
+    assert not any("edited" in n for s in ("blank", "wrong_cube") for n in run.result(s).notes)
+    summary = report.summary()
+    lines = summary.splitlines()
+    blank = lines.index(next(ln for ln in lines if ln.startswith("  blank:")))
+    # the untouched answer cell is scored 0 by nbgrader: not answered, nothing to grade
+    assert lines[blank + 1].strip() == "automatic 0.00 / 5.00, manual 0.00 / 1.00"
+    assert lines[blank + 2].strip().startswith("lost 2.00 in test_square: ")
+    assert lines[blank + 3].strip().startswith(
+        "lost 3.00 in test_cube: Mismatch: cube: 1 of 1 visible checks failed. cube(2) "
+        "[a positive int]: raised NotImplementedError")
+    assert lines[blank + 4].strip() == "lost 1.00 in answer_why: not answered"
+    wrong = lines.index(next(ln for ln in lines if ln.startswith("  wrong_cube:")))
+    assert lines[wrong + 1].strip().startswith("automatic 2.00 / 5.00, manual 0.00 / 1.00")
+    assert lines[wrong + 2].strip().startswith(
+        "lost 3.00 in test_cube: Mismatch: cube: 1 of 1 visible checks failed. cube(2) "
+        "[a positive int]: expected 8, got 4")
+
+
 # ------------------------------------------------- issue 11, class 3: records cannot be forged
 NO_VALIDATION = """qmin, qmax = qrange(num_bits, signed=False)
 x_min, x_max = min(x_min, x_max, 0.0), max(x_min, x_max, 0.0)
