@@ -206,6 +206,11 @@ def _dorefa_activations(hidden: bool) -> list[dict]:
         _expect_library_error(dorefa.quantize_activations, (uniform(136, (4,)), 0))
         cases.append(case("dorefa_activations", "0 bits is an error", "raises",
                           [uniform(136, (4,)), 0], "ValueError"))
+        for bits, why in ((17, "17 bits is an error: 1 to 16, or 32"),
+                          (33, "33 bits is an error: 1 to 16, or 32")):
+            _expect_library_error(dorefa.quantize_activations, (uniform(137, (4,)), bits))
+            cases.append(case("dorefa_activations", why, "raises", [uniform(137, (4,)), bits],
+                              "ValueError"))
     return cases
 
 
@@ -283,6 +288,7 @@ def _pack_signs(hidden: bool) -> list[dict]:
             ("K = 200, 5 rows", _signs(156, (5, 200))),
             ("int8 input", _signs(157, (2, 70)).to(torch.int8)),
             ("K = 784 (an MNIST image)", _signs(158, (1, 784))),
+            ("float64 input: any real dtype", _signs(159, (2, 10)).to(torch.float64)),
         ]
     else:
         calls = [("by hand: bits 0 and 3 set = 9", torch.tensor([[1.0, -1.0, -1.0, 1.0]])),

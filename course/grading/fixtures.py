@@ -22,7 +22,28 @@ def _mlp() -> nn.Module:
     )
 
 
-BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp}
+def _conv_nobias() -> nn.Module:
+    # _conv_linear with a convolution that has no bias (batch norm follows it)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3, bias=False), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(12, 4),
+    )
+
+
+def _mlp_nobias() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(6, 5, bias=False), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3),
+    )
+
+
+def _nested() -> nn.Module:
+    # layers inside a sub-module: model.children() alone does not reach them
+    block = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU())
+    return nn.Sequential(nn.Flatten(), block, nn.Sequential(nn.Sequential(nn.Linear(5, 3))))
+
+
+BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp, "conv_nobias": _conv_nobias,
+            "mlp_nobias": _mlp_nobias, "nested": _nested}
 """Model names a reference case may use."""
 
 

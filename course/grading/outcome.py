@@ -313,8 +313,8 @@ def _judge_model(got: Any, case: dict, changed: str | None) -> None:
         raise Mismatch("returned the input model itself; return a quantized deep copy")
     expected: dict = case["expected"]
     if _sorted(got.state) != _sorted(expected):
-        raise Mismatch(f"the returned model's state_dict keys {_sorted(got.state)} differ from "
-                       f"the input model's {_sorted(expected)}")
+        raise Mismatch(f"the returned model's state_dict keys {_sorted(got.state)} are not the "
+                       f"expected {_sorted(expected)}" + _note(case))
     quantized = set(case.get("quantized", ()))
     for key, exp in expected.items():
         what = f"returned model's '{key}'"
