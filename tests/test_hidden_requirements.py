@@ -36,6 +36,19 @@ def fold_keeping_no_bias(model, index):
     return folded
 
 
+def fold_into_a_fresh_layer(model, index):
+    """Right values in a new layer built from the sizes only: stride and padding are lost."""
+    layer, bn = model[index], model[index + 1]
+    k = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    new = (nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size)
+           if isinstance(layer, nn.Conv2d) else nn.Linear(layer.in_features, layer.out_features))
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight * k.reshape((-1,) + (1,) * (layer.weight.dim() - 1)))
+        new.bias.copy_((bias - bn.running_mean) * k + bn.bias)
+    return new
+
+
 class RoundWithoutSTE(nn.Module):
     """The activation fake quantizer with torch.round and no STE: right values, no gradient."""
 
@@ -97,12 +110,13 @@ def dorefa_activations_any_bits(x, bits):
 @pytest.mark.parametrize(("lab", "name", "fn", "message"), [
     (L2, "quantized_linear", quantized_linear_float32, "which float32 cannot hold"),
     (L3, "fold_batch_norm", fold_keeping_no_bias, "the layer has no bias, the folded one"),
+    (L3, "fold_batch_norm", fold_into_a_fresh_layer, "padding is [0, 0], expected [1, 1]"),
     (L3, "activation_fake_quant_grad", gradient_without_ste, "expected 1, got 0"),
     (L3, "ste_forward", ste_round_half_up, "round half to even"),
     (L1, "sqnr_db", sqnr_float32, "compute in float64"),
     (L1, "direct_quantize", direct_quantize_children_only, "inside sub-modules"),
     (L4, "dorefa_activations", dorefa_activations_any_bits, "17 bits is an error"),
-], ids=["float32-accumulation", "fold-without-bias", "no-gradient-through-afq",
+], ids=["float32-accumulation", "fold-without-bias", "fold-geometry", "no-gradient-through-afq",
         "ste-ties", "sqnr-float32", "nested-layers", "dorefa-17-bits"])
 def test_a_violated_requirement_fails_its_hidden_case(lab, name, fn, message):
     with pytest.raises(Mismatch) as err:

@@ -13,6 +13,7 @@ import torch
 from autograder.cases._build import case, distinct, quantize_variants, reference_files, uniform
 from course import quant
 from course.grading.fixtures import build as build_fixture
+from course.grading.outcome import geometry
 from course.ptq.folding import fold_batch_norm
 from course.quant.fake_quant import FakeQuantize
 from course.quant.ste import clipping_range, fake_quantize_ste
@@ -174,7 +175,9 @@ def _fold(hidden: bool) -> list[dict]:
                  ("Linear + BatchNorm1d, other statistics", "mlp", 4, 1),
                  ("Conv2d + BatchNorm2d, a third model", "conv_linear", 5, 0),
                  ("a Conv2d without bias: the folded layer has one", "conv_nobias", 6, 0),
-                 ("a Linear without bias: the folded layer has one", "mlp_nobias", 7, 1)]
+                 ("a Linear without bias: the folded layer has one", "mlp_nobias", 7, 1),
+                 ("a Conv2d with stride 2 and padding 1: the same geometry", "conv_strided", 8,
+                  0)]
     cases = []
     for label, name, seed, index in calls:
         model = build_fixture(name, seed)
@@ -183,7 +186,8 @@ def _fold(hidden: bool) -> list[dict]:
         note = BIAS_NOTE if model[index].bias is None else None
         cases.append(case("fold_batch_norm", label, "model",
                           [{"__model__": name, "seed": seed}, index], expected,
-                          quantized=sorted(expected), rtol=1e-5, note=note))
+                          quantized=sorted(expected), rtol=1e-5, note=note,
+                          geometry=geometry(folded) if hidden else None))
     return cases
 
 

@@ -36,6 +36,14 @@ def _mlp_nobias() -> nn.Module:
     )
 
 
+def _conv_strided() -> nn.Module:
+    # a convolution with stride, padding and dilation (not in its state_dict) and no bias
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1, dilation=1, bias=False),
+        nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 4),
+    )
+
+
 def _nested() -> nn.Module:
     # layers inside a sub-module: model.children() alone does not reach them
     block = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU())
@@ -43,7 +51,7 @@ def _nested() -> nn.Module:
 
 
 BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp, "conv_nobias": _conv_nobias,
-            "mlp_nobias": _mlp_nobias, "nested": _nested}
+            "mlp_nobias": _mlp_nobias, "nested": _nested, "conv_strided": _conv_strided}
 """Model names a reference case may use."""
 
 
