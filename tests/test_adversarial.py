@@ -275,7 +275,8 @@ def test_a_replaced_check_function_records_nothing_and_scores_nothing(toy):
 @pytest.mark.slow
 def test_patched_comparisons_fool_the_kernel_but_not_the_grader(toy):
     outputs = "".join(toy.outputs("patch_judge", "test_cube"))
-    assert "cube: all 1 visible checks passed" in outputs  # what the kernel believed
+    # check() now holds its own judge (issue 11): the patches do not fool even the kernel
+    assert "cube: all 1 visible checks passed" not in outputs
     assert "Mismatch: cube: 1 of 1 visible checks failed. cube(2) [a positive int]: " \
            "expected 8, got 4" in outputs
     assert toy.scores("patch_judge") == {**FULL, "test_cube": 0.0}
