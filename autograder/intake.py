@@ -258,10 +258,12 @@ def restore_structure(notebook: nbformat.NotebookNode, release: nbformat.Noteboo
     return notes
 
 
-def _code(source: str) -> list[str]:
+def _code(source: str | list) -> list[str]:
     """The lines of a cell that matter for tampering: hidden-test regions removed (the
-    instructor's copy has them, the release does not), blank lines and indentation-free
-    trailing spaces ignored."""
+    instructor's copy has them, the release does not), blank lines and
+    trailing spaces ignored. ``source`` may be a list of lines (nbformat's JSON form)."""
+    if isinstance(source, list):
+        source = "".join(str(line) for line in source)
     if has_region(source, HIDDEN_TESTS):
         try:
             source = replace_regions(source, HIDDEN_TESTS, "")
