@@ -54,6 +54,8 @@ class CellScore:
     score: float
     max_score: float
     needs_manual_grade: bool
+    graded_by_hand: bool = False
+    """A grader entered a manual score (it overrides the autograder's)."""
 
 
 def graded_cell_ids(notebook_path: Path) -> list[str]:
@@ -95,6 +97,7 @@ def cell_scores(
                         score=float(grade.score),
                         max_score=float(grade.max_score),
                         needs_manual_grade=bool(grade.needs_manual_grade),
+                        graded_by_hand=grade.manual_score is not None,
                     )
                 )
     return rows

@@ -56,6 +56,7 @@ from autograder.intake import STUDENT_ID, Intake, take_in
 from autograder.kernel import IPC_BASE_ENV
 from autograder.ledger import Ledger, submission_key
 from autograder.materials import Materials, prepare
+from autograder.overwrite import quiet_preprocessors
 from autograder.replay import ReplayExecution
 from autograder.sandbox import UID_BASE, Limits, probe_support, sandbox_mode
 from autograder.session import (
@@ -88,6 +89,73 @@ def default_jobs() -> int:
 
 
 @dataclass(frozen=True)
+class Breakdown:
+    """One student's points split into automatic (test cells) and manual (answers), and the
+    cells that lost points, each with the first reason (``grade_id``, points lost, reason)."""
+
+    auto: float
+    auto_max: float
+    manual: float
+    manual_max: float
+    to_grade: int
+    lost: tuple[tuple[str, float, str], ...] = ()
+
+    def lines(self) -> list[str]:
+        pending = f", {self.to_grade} to grade by hand" if self.to_grade else ""
+        out = [f"automatic {self.auto:.2f} / {self.auto_max:.2f}, manual {self.manual:.2f} / "
+               f"{self.manual_max:.2f}{pending}"]
+        out += [f"lost {lost:.2f} in {grade_id}: {reason}" for grade_id, lost, reason in self.lost]
+        return out
+
+
+REASON_CHARS = 200
+"""Characters of a failing cell's first reason shown in the summary (feedback has it all)."""
+
+
+def _first_reason(cell) -> str:
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    if not errors:
+        return "no error shown (partial credit or a changed cell)"
+    text = f"{errors[0].get('ename', '')}: {errors[0].get('evalue', '')}".strip()
+    line = text.splitlines()[0] if text else "error"
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."
+
+
+def breakdown(layout: CourseLayout, lab: str, student: str) -> Breakdown | None:
+    """``student``'s :class:`Breakdown` from the gradebook and the autograded notebooks."""
+    import nbformat
+
+    with open_gradebook(layout) as gradebook:
+        scores = {(row.notebook, row.grade_id): row for row in cell_scores(gradebook, lab)
+                  if row.student_id == student}
+    if not scores:
+        return None
+    auto = auto_max = manual = manual_max = 0.0
+    to_grade, lost = 0, []
+    folder = layout.step_dir("autograded") / student / lab
+    for path in sorted(folder.glob("*.ipynb")):
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            row = scores.get((path.stem, meta.get("grade_id")))
+            if row is None or not (meta.get("grade") or meta.get("task")):
+                continue
+            is_manual = bool(meta.get("solution") or meta.get("task")) or \
+                cell.cell_type != "code"
+            if is_manual:
+                manual, manual_max = manual + row.score, manual_max + row.max_score
+                if row.needs_manual_grade:
+                    to_grade += 1
+                elif row.score < row.max_score:
+                    why = "graded by hand" if row.graded_by_hand else "not answered"
+                    lost.append((row.grade_id, row.max_score - row.score, why))
+                continue
+            auto, auto_max = auto + row.score, auto_max + row.max_score
+            if row.score < row.max_score:
+                lost.append((row.grade_id, row.max_score - row.score, _first_reason(cell)))
+    return Breakdown(auto, auto_max, manual, manual_max, to_grade, tuple(lost))
+
+
+@dataclass(frozen=True)
 class StudentResult:
     """How one student's submission went.
 
@@ -104,6 +172,7 @@ class StudentResult:
     notes: tuple[str, ...] = ()
     executed: bool = True
     seconds: float = 0.0
+    breakdown: Breakdown | None = None
 
     def to_json(self) -> dict:
         return {"graded": self.graded, "score": self.score, "max_score": self.max_score,
@@ -159,6 +228,8 @@ class AutogradeReport:
                 note = f"  ({'; '.join(s.notes)})" if s.notes else ""
                 again = "" if s.executed else "  [unchanged, not run again]"
                 lines.append(f"  {s.student_id}: {s.score:.2f} / {s.max_score:.2f}{again}{note}")
+                if s.breakdown is not None:
+                    lines += [f"      {line}" for line in s.breakdown.lines()]
             else:
                 lines.append(f"  {s.student_id}: NOT GRADED: {s.problem}")
         rate = self.per_minute
@@ -399,6 +470,7 @@ def _record(layout: CourseLayout, lab: str, intake: Intake, job: Job, result: di
                                       Autograde.class_traits()["autograde_preprocessors"].default()))
     replay.Autograde.autograde_preprocessors = [ReplayExecution if p is Execute else p
                                                 for p in steps]
+    replay.Autograde.sanitize_preprocessors = quiet_preprocessors(config)
     replay.ReplayExecution.executed_dir = str(Path(job.job_dir) / OUT)
     run = run_converter(Autograde, layout, lab, student=student, config=replay, force=True,
                         create_student=True)
@@ -411,7 +483,8 @@ def _record(layout: CourseLayout, lab: str, intake: Intake, job: Job, result: di
         notes.append(problem)
     score, max_score = _scores(layout, lab, student)
     return StudentResult(student, True, score, max_score, "", tuple(notes),
-                         seconds=result.get("seconds", 0.0))
+                         seconds=result.get("seconds", 0.0),
+                         breakdown=breakdown(layout, lab, student))
 
 
 def _write_csvs(layout: CourseLayout, lab: str, out: Path) -> None:
@@ -558,7 +631,7 @@ def autograde(
                 old = results[student]
                 notes = old.notes + ((problem,) if problem else ())
                 results[student] = StudentResult(student, True, score, max_score, "", notes,
-                                                 False)
+                                                 False, breakdown=breakdown(layout, lab, student))
         finally:
             _write_csvs(layout, lab, out)
     ordered = tuple(results[s] for s in sorted(results))
@@ -568,5 +641,5 @@ def autograde(
                            warnings)
 
 
-__all__ = ["AutogradeReport", "StudentResult", "autograde", "default_jobs", "exclusive",
-           "job_for", "record_lab"]
+__all__ = ["AutogradeReport", "Breakdown", "StudentResult", "autograde", "breakdown",
+           "default_jobs", "exclusive", "job_for", "record_lab"]

@@ -17,7 +17,10 @@ Handled, each with a note (graded) or a problem (not graded):
   cell, nor its points changed); metadata with unknown ids is removed; a duplicated cell (a
   copy-paste) keeps its metadata on the last copy only, as nbgrader would, and the others
   become ordinary cells instead of aborting the grader;
-- deleted locked cells (the setup cell, a test cell) are put back where the release has them.
+- deleted locked cells (the setup cell, a test cell) are put back where the release has them;
+- locked cells whose code a student edited are named in one note (nbgrader grades them as
+  the lab has them; its own per-cell "checksum has changed" warnings are silenced by
+  ``autograder.overwrite``, since every untouched test cell with hidden tests raises one).
 
 >>> lab = ReleasedLab.from_files("toy_lab", {"toy_lab": Path("labs/toy_lab/toy_lab.ipynb")})
 >>> take_in(Path("submissions/alice"), "toy_lab", lab).notes     # doctest: +SKIP
@@ -36,6 +39,8 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.utils import parse_utc
+
+from autograder.regions import HIDDEN_TESTS, has_region, replace_regions
 
 MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
 """A submitted notebook larger than this is refused (outputs are cleared before grading)."""
@@ -243,7 +248,28 @@ def restore_structure(notebook: nbformat.NotebookNode, release: nbformat.Noteboo
         restored.append(grade_id)
     if restored:
         notes.append(f"deleted locked cell(s) put back: {', '.join(restored)}")
+    # 5. locked cells whose code was edited (nbgrader restores them; say so once)
+    edited = [_grade_id(c) for c in notebook.cells
+              if _grade_id(c) in released and c.cell_type == "code"
+              and released[_grade_id(c)].metadata["nbgrader"].get("locked")
+              and _code(c.source) != _code(released[_grade_id(c)].source)]
+    if edited:
+        notes.append(f"locked cell(s) edited, graded as the lab has them: {', '.join(edited)}")
     return notes
+
+
+def _code(source: str | list) -> list[str]:
+    """The lines of a cell that matter for tampering: hidden-test regions removed (the
+    instructor's copy has them, the release does not), blank lines and
+    trailing spaces ignored. ``source`` may be a list of lines (nbformat's JSON form)."""
+    if isinstance(source, list):
+        source = "".join(str(line) for line in source)
+    if has_region(source, HIDDEN_TESTS):
+        try:
+            source = replace_regions(source, HIDDEN_TESTS, "")
+        except ValueError:
+            pass
+    return [line.rstrip() for line in source.splitlines() if line.strip()]
 
 
 def take_in(student_dir: Path, lab: str, released: ReleasedLab) -> Intake:

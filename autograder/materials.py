@@ -2,8 +2,9 @@
 
 In ``<work>/grading/<lab>/``:
 
-- ``lib/course``   the grading copy of the library, the lab's exercises withheld
-  (``autograder.withheld``): the sandbox's ``course``;
+- ``lib/course``   the grading copy of the library, the lab's exercises and every library
+  object its case module declares (``WITHHELD``) withheld (``autograder.withheld``): the
+  sandbox's ``course``;
 - ``refs/<lab>.json``  the hidden references with inputs only: the sandbox's hidden cases;
 - ``template.db``  a copy of the class gradebook with the lab recorded (each worker grades
   in a copy of it, so workers never write the class gradebook).
@@ -32,7 +33,11 @@ from autograder.session import (
     CourseLayout,
     GradingError,
 )
-from autograder.withheld import build_grading_lib, write_redacted_references
+from autograder.withheld import (
+    build_grading_lib,
+    declared_withheld,
+    write_redacted_references,
+)
 from course.grading import REFERENCES_FILE
 from course.grading.encode import loads
 
@@ -120,7 +125,7 @@ def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
     exercises = _exercises(visible_refs, hidden_refs)
 
     lib_dir = folder / "lib"
-    build_grading_lib(exercises, lib_dir)
+    build_grading_lib(exercises, lib_dir, declared=declared_withheld(lab))
     refs_dir = folder / "refs"
     refs_dir.mkdir()
     if hidden_refs is not None:
@@ -137,6 +142,7 @@ def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
     released = ReleasedLab.from_files(lab, notebooks, _other_labs(layout, lab))
 
     lab_files = sorted(p for p in source_lab.rglob("*") if p.is_file())
+    lab_files.append(REPO_ROOT / "autograder" / "cases" / f"{lab}.py")  # its WITHHELD
     extra = {"version": GRADER_VERSION, "limits": limits.__dict__, "sandbox": support.kind,
              "lab": lab}
     fingerprint = _digest(lab_files + [hidden] + _grader_sources(), extra)

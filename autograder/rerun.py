@@ -10,7 +10,12 @@ before student code ran (see the harness's docstring). A test that fails there, 
 reached, fails: its cell gets the error output and scores 0.
 
 Cells that timed out or never ran in the kernel are skipped; test cells that only call
-``course.grading.check`` are not re-run (``autograder.verdicts`` judges them).
+``course.grading.check`` are judged from their records (``autograder.verdicts``), except the
+outcomes a record cannot prove (``verdicts.FORGEABLE_KINDS``: "raised ValueError", "left the
+input unchanged"): for a cell that passed on its records and has such cases, the re-run
+executes the cell's definitions and then the harness itself — with the grader's ``capture``,
+bound before any student code ran — calls the checked function on those cases and returns
+the outcomes (``confirmed``), which the grader judges.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from autograder.sandbox import (
     sandbox_command,
 )
 from autograder.verdicts import TestPlan
+from course.grading.outcome import loads_outcome
 
 HARNESS = Path(__file__).with_name("rerun_harness.py")
 INSIDE = "/grader/rerun"
@@ -95,11 +101,16 @@ def targets(notebook: NotebookNode, plans: Mapping[str, TestPlan]) -> list[str]:
 
 
 def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: list[str],
-               limits: Limits) -> dict:
-    """The harness's plan: the code cells to run, in order, up to the last wanted test."""
+               limits: Limits, confirm: Mapping[str, list[dict]] | None = None) -> dict:
+    """The harness's plan: the code cells to run, in order, up to the last wanted test or
+    cell to confirm (``confirm``: grade_id -> ``verdicts.confirmations``); the cells' CPU-time
+    limit and wall-clock backstop from ``limits``."""
+    confirm = confirm or {}
     cells, preimport = [], set()
     last = max((i for i, c in enumerate(notebook.cells)
-                if _is_test(c) and c.metadata["nbgrader"]["grade_id"] in wanted), default=-1)
+                if _is_test(c) and (c.metadata["nbgrader"]["grade_id"] in wanted
+                                    or c.metadata["nbgrader"]["grade_id"] in confirm)),
+               default=-1)
     for cell in notebook.cells[: last + 1]:
         if cell.get("cell_type") != "code" or not cell.source.strip():
             continue
@@ -110,10 +121,15 @@ def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: li
             continue
         if _is_test(cell):
             grade_id = meta["grade_id"]
-            if grade_id in wanted:
-                cells.append({"source": cell.source, "test": True, "grade_id": grade_id})
-                continue
             plan = plans.get(grade_id)
+            if grade_id in wanted:
+                cells.append({"source": cell.source, "test": True, "grade_id": grade_id,
+                              "confirm": confirm.get(grade_id, [])})
+                continue
+            if grade_id in confirm and plan is not None:
+                cells.append({"source": plan.setup, "test": False, "grade_id": grade_id,
+                              "confirm": confirm[grade_id]})
+                continue
             if plan is not None and not plan.plain:
                 continue  # only check() calls: judged from records, not re-run
         cells.append({"source": cell.source, "test": False, "grade_id": ""})
@@ -124,19 +140,34 @@ def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: li
 def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work: Path,
                     lab_files: list[Path], lib_dir: Path, refs_dir: Path | None, uid: int,
                     limits: Limits, support: Support) -> dict[str, RerunVerdict]:
-    """Re-run ``notebook`` fresh and judge its plain test cells that passed in the kernel.
+    """Re-run ``notebook`` fresh and judge its plain test cells that passed in the kernel
+    (:func:`rerun_notebook` without confirmations)."""
+    return rerun_notebook(notebook, plans, work, lab_files, lib_dir, refs_dir, uid, limits,
+                          support)[0]
+
+
+def rerun_notebook(notebook: NotebookNode, plans: Mapping[str, TestPlan], work: Path,
+                   lab_files: list[Path], lib_dir: Path, refs_dir: Path | None, uid: int,
+                   limits: Limits, support: Support,
+                   confirm: Mapping[str, list[dict]] | None = None
+                   ) -> tuple[dict[str, RerunVerdict], dict[str, dict[str, dict]]]:
+    """Re-run ``notebook`` fresh: judge its plain test cells that passed in the kernel, and
+    run the ``confirm`` cases (grade_id -> ``verdicts.confirmations``) with the grader's own
+    ``capture``.
 
     ``work`` is a folder for the plan and verdict files; ``lab_files`` the lab's released
-    files (the working folder's content). Returns grade_id -> verdict for each such cell;
-    a cell the re-run did not reach fails. Time limits are ``limits``' CPU-time limits, with
+    files (the working folder's content). Returns (grade_id -> verdict for each plain cell,
+    a cell the re-run did not reach failing; grade_id -> case key -> outcome for the cases
+    confirmed, a case not reached absent). Time limits are ``limits``' CPU-time limits, with
     its wall-clock backstops; a verdict the backstop decided has ``backstop`` set.
     """
+    confirm = dict(confirm or {})
     wanted = targets(notebook, plans)
-    if not wanted:
-        return {}
+    if not wanted and not confirm:
+        return {}, {}
     work.mkdir(parents=True, exist_ok=True)
     plan_file, verdict_file = work / "plan.json", work / "verdicts.json"
-    plan_file.write_text(json.dumps(build_plan(notebook, plans, wanted, limits)))
+    plan_file.write_text(json.dumps(build_plan(notebook, plans, wanted, limits, confirm)))
     verdict_file.write_text("")
     inside = support.available
     env = {"NBGRADER_EXECUTION": "autograde"}
@@ -165,9 +196,12 @@ def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work:
         walled = True
     try:
         raw = verdict_file.read_bytes()[:MAX_VERDICT_BYTES]
-        found = json.loads(raw or b"{}")
+        written = json.loads(raw or b"{}")
     except (OSError, ValueError):
-        found = {}
+        written = {}
+    written = written if isinstance(written, dict) else {}
+    found = written.get("verdicts", {})
+    confirmed = _confirmed(written.get("confirmed"), confirm)
     verdicts = {}
     for grade_id in wanted:
         entry = found.get(grade_id) if isinstance(found, dict) else None
@@ -181,7 +215,25 @@ def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work:
             verdicts[grade_id] = RerunVerdict(grade_id, False, "NotReached: the grader's fresh "
                                               "re-run of the notebook did not reach this test",
                                               backstop)
-    return verdicts
+    return verdicts, confirmed
+
+
+def _confirmed(raw: object, confirm: Mapping[str, list[dict]]) -> dict[str, dict[str, dict]]:
+    """The well-formed outcomes of the cases asked for, as ``loads_outcome`` decodes them."""
+    out: dict[str, dict[str, dict]] = {}
+    if not isinstance(raw, dict):
+        return out
+    for grade_id, entries in confirm.items():
+        got = raw.get(grade_id)
+        if not isinstance(got, dict):
+            continue
+        keys = {case["key"] for entry in entries for case in entry["cases"]}
+        for key in keys:
+            try:
+                out.setdefault(grade_id, {})[key] = loads_outcome(got[key])
+            except (KeyError, TypeError, ValueError, RecursionError):
+                continue
+    return out
 
 
 def apply_rerun(notebook: NotebookNode, verdicts: Mapping[str, RerunVerdict]) -> None:
@@ -198,4 +250,5 @@ def apply_rerun(notebook: NotebookNode, verdicts: Mapping[str, RerunVerdict]) ->
                                          evalue=evalue, traceback=[f"{ename}: {evalue}"]))
 
 
-__all__ = ["RerunVerdict", "apply_rerun", "build_plan", "run_plain_tests", "targets"]
+__all__ = ["RerunVerdict", "apply_rerun", "build_plan", "rerun_notebook", "run_plain_tests",
+           "targets"]

@@ -10,7 +10,16 @@ so nothing can intercept messages). Before each plain test cell the snapshot is 
 trace/profile hooks are removed; the cell's *source as the instructor wrote it* is compiled
 by a transformer created before student code ran (input transformers a notebook registered
 do not apply) and executed in the notebook's namespace. Its verdict is appended to
-``VERDICTS_JSON`` at once: ``{"<grade_id>": {"passed": bool, "error": "Name: message"}}``.
+``VERDICTS_JSON`` at once: ``{"verdicts": {"<grade_id>": {"passed": bool, "error": "Name:
+message"}}, "confirmed": {...}}``.
+
+A cell may also list cases to *confirm* (``"confirm": [{"fn": "<expression>", "cases":
+[{"key", "kind", "args", "kwargs"}]}]``, inputs in ``course.grading.encode`` form): after the
+snapshot is restored and the cell's source (for a ``check``-only cell, its definitions) has
+run, the harness evaluates each ``fn`` in the notebook's namespace and calls it on each case
+with ``course.grading.outcome.capture`` as imported here before any student code ran; the
+outcomes go to ``"confirmed": {"<grade_id>": {"<key>": "<outcome JSON>"}}``. The grader
+judges "raised ValueError" and "left the input unchanged" from these alone.
 
 Each cell may use ``cell_cpu_s`` CPU seconds of this process (``ITIMER_PROF``: all its threads,
 whatever the machine's load); ``cell_wall_s`` wall-clock seconds are a backstop for a cell that
@@ -125,6 +134,34 @@ def _timeout_message(timeout, cpu_s, wall_s):
     return f"CellTimeout: no result after its CPU time limit ({cpu_s} s of CPU time)"
 
 
+def _write(fd, text):
+    data = text.encode("utf-8")
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    os.write(fd, data)
+
+
+def _confirm(cell, confirm, namespace, capture, dumps_outcome, decode, confirmed):
+    """Call each checked function on its cases to confirm; keep the outcomes' JSON."""
+    kept = confirmed.setdefault(cell["grade_id"], {})
+    for entry in confirm:
+        try:
+            fn = eval(entry["fn"], namespace)  # noqa: S307 - the instructor's expression
+        except _Timeout:
+            raise
+        except BaseException:  # noqa: BLE001 - nothing to call: nothing confirmed
+            continue
+        for case in entry["cases"]:
+            inputs = {"kind": case["kind"], "args": decode(case["args"]),
+                      "kwargs": decode(case["kwargs"])}
+            try:
+                kept[case["key"]] = dumps_outcome(capture(fn, inputs))
+            except _Timeout:
+                raise
+            except BaseException:  # noqa: BLE001 - e.g. SystemExit: not confirmed
+                continue
+
+
 def main(argv):
     plan_path, verdicts_path = argv
     with open(plan_path, encoding="utf-8") as handle:
@@ -135,6 +172,10 @@ def main(argv):
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - a module the lab imports may be absent
             pass
+    capture = dumps_outcome = decode = None
+    if any(cell.get("confirm") for cell in plan["cells"]):
+        from course.grading.encode import decode
+        from course.grading.outcome import capture, dumps_outcome
     from IPython.core.inputtransformer2 import TransformerManager
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -143,18 +184,29 @@ def main(argv):
     snapshot = Snapshot()
     cpu_s = float(plan.get("cell_cpu_s", 120))
     wall_s = float(plan.get("cell_wall_s", 4 * cpu_s))
-    verdicts = {}
+    verdicts, confirmed = {}, {}
+    dumps = json.dumps
 
     def write():
-        data = json.dumps(verdicts).encode("utf-8")
-        os.lseek(verdict_fd, 0, os.SEEK_SET)
-        os.ftruncate(verdict_fd, 0)
-        os.write(verdict_fd, data)
+        _write(verdict_fd, dumps({"verdicts": verdicts, "confirmed": confirmed}))
 
     for cell in plan["cells"]:
         _FIRED.clear()
         _arm(cpu_s, wall_s)
         try:
+            confirm = cell.get("confirm") or []
+            if not cell["test"] and confirm:
+                snapshot.restore()
+                try:
+                    code = compile(transform(cell["source"]), f"<setup {cell['grade_id']}>",
+                                   "exec")
+                    exec(code, shell.user_ns)  # noqa: S102 - the instructor's definitions
+                except BaseException:  # noqa: BLE001 - then nothing is confirmed
+                    continue
+                _confirm(cell, confirm, shell.user_ns, capture, dumps_outcome, decode,
+                         confirmed)
+                write()
+                continue
             if not cell["test"]:
                 shell.run_cell(cell["source"], store_history=False)
                 continue
@@ -174,6 +226,9 @@ def main(argv):
                     text = ""
                 verdicts[cell["grade_id"]] = {"passed": False,
                                               "error": f"{type(error).__name__}: {text}"[:2000]}
+            if confirm and verdicts[cell["grade_id"]]["passed"]:
+                _confirm(cell, confirm, shell.user_ns, capture, dumps_outcome, decode,
+                         confirmed)
             write()
         except _Timeout:
             pass

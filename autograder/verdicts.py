@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 
 from course.grading import Mismatch
-from course.grading.encode import loads
+from course.grading.encode import encode, loads
 from course.grading.outcome import judge
+from course.grading.quiet import HEADING
 from course.grading.record import Record, parse_records
 
 # Statements that test nothing by themselves: a cell of these and `check` calls is judged
@@ -42,6 +43,11 @@ from course.grading.record import Record, parse_records
 _ALLOWED = (ast.Import, ast.ImportFrom, ast.Pass, ast.FunctionDef, ast.AsyncFunctionDef,
             ast.ClassDef)
 VERIFIED = "(judged by the grader)"
+FORGEABLE_KINDS = frozenset({"raises", "model"})
+"""Case kinds whose right outcome needs no secret to claim: "raised ValueError", "the input
+model was left unchanged". A kernel's record of them proves nothing, so the grader takes
+them only from its own fresh re-run (``autograder.rerun``), where the grader's code, bound
+before any student code ran, calls the student's function and observes what happened."""
 
 
 @dataclass(frozen=True)
@@ -51,16 +57,25 @@ class CheckCall:
     lab: str
     name: str
     hidden: bool
+    fn: str = field(default="", compare=False, repr=False)
+    """The source of the third argument (the function checked), as the instructor wrote it."""
+
+    def key(self, index: int) -> str:
+        """The name of case ``index`` of this call in the re-run's confirmations."""
+        return f"{self.lab}|{self.name}|{int(self.hidden)}|{index}"
 
 
 @dataclass(frozen=True)
 class TestPlan:
     """How a graded test cell is judged: the checks it calls, and whether it also holds
-    other code (``plain``), judged in the kernel."""
+    other code (``plain``), judged in the kernel. ``setup`` is the cell's source without its
+    ``check`` calls (its imports and definitions): what the re-run executes before calling
+    the checked functions itself."""
 
     grade_id: str
     calls: tuple[CheckCall, ...]
     plain: bool
+    setup: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,7 @@ def _check_call(node: ast.AST, lab: str) -> CheckCall | None:
     if not isinstance(lab_name, str) or not isinstance(exercise, str) \
             or not isinstance(hidden, bool):
         return None
-    return CheckCall(lab_name, exercise, hidden)
+    return CheckCall(lab_name, exercise, hidden, ast.unparse(call.args[2]))
 
 
 def plan_test_cell(grade_id: str, source: str, lab: str) -> TestPlan:
@@ -136,19 +151,41 @@ def plan_test_cell(grade_id: str, source: str, lab: str) -> TestPlan:
         body = ast.parse(source).body
     except SyntaxError:
         return TestPlan(grade_id, (), True)
-    calls, plain = [], False
+    calls, plain, setup = [], False, []
     for node in body:
         found = _check_call(node, lab)
         if found is not None:
             calls.append(found)
-        elif not isinstance(node, _ALLOWED) and not (
+            continue
+        setup.append(node)
+        if not isinstance(node, _ALLOWED) and not (
                 isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
             plain = True
-    return TestPlan(grade_id, tuple(calls), plain)
+    return TestPlan(grade_id, tuple(calls), plain, ast.unparse(ast.Module(setup, [])))
 
 
-def _judge_call(call: CheckCall, cases: list[dict], records: Sequence[Record]) -> str:
-    """'' when every case of ``call`` has a record and all pass, else the failure message."""
+def confirmations(plan: TestPlan, references: References) -> list[dict]:
+    """What the fresh re-run must run itself for this cell: for each ``check`` call with
+    cases of :data:`FORGEABLE_KINDS`, the checked function's source and those cases' inputs
+    (JSON-safe). Empty when the cell has none."""
+    out = []
+    for call in plan.calls:
+        cases = references.cases(call) or []
+        wanted = [{"key": call.key(i), "kind": c["kind"], "args": encode(c.get("args", [])),
+                   "kwargs": encode(c.get("kwargs", {}))}
+                  for i, c in enumerate(cases) if c.get("kind") in FORGEABLE_KINDS]
+        if wanted:
+            out.append({"fn": call.fn, "cases": wanted})
+    return out
+
+
+def _judge_call(call: CheckCall, cases: list[dict], records: Sequence[Record],
+                confirmed: Mapping[str, dict] | None = None) -> str:
+    """'' when every case of ``call`` has a record and all pass, else the failure message.
+
+    With ``confirmed`` (key -> outcome from the grader's fresh re-run), a case of
+    :data:`FORGEABLE_KINDS` passes only if the re-run's outcome passes as well.
+    """
     kind = "hidden" if call.hidden else "visible"
     outcomes: dict[int, list[dict]] = {}
     for record in records:
@@ -162,11 +199,20 @@ def _judge_call(call: CheckCall, cases: list[dict], records: Sequence[Record]) -
                 f"{first['call']} [{first['label']}]")
     failures = []
     for index, case in enumerate(cases):
-        for outcome in outcomes[index]:
+        found = list(outcomes[index])
+        confirm = confirmed is not None and case.get("kind") in FORGEABLE_KINDS
+        if confirm:
+            found.append(confirmed.get(call.key(index)))
+        for position, outcome in enumerate(found):
+            where = " (in the grader's fresh re-run)" if position >= len(outcomes[index]) else ""
+            if outcome is None:
+                failures.append(f"{case['call']} [{case['label']}]: the grader's fresh re-run "
+                                "did not confirm this result (it never reached this case)")
+                break
             try:
                 judge(outcome, case)
             except Mismatch as err:
-                failures.append(f"{case['call']} [{case['label']}]: {err}")
+                failures.append(f"{case['call']} [{case['label']}]: {err}{where}")
                 break
             except Exception as err:  # noqa: BLE001 - malformed data is a failure, not a crash
                 failures.append(f"{case['call']} [{case['label']}]: the result could not be "
@@ -179,8 +225,11 @@ def _judge_call(call: CheckCall, cases: list[dict], records: Sequence[Record]) -
     return ""
 
 
-def judge_cell(plan: TestPlan, records: Sequence[Record], references: References) -> Verdict:
-    """The verdict on all ``check`` calls of one test cell, from its ``records``."""
+def judge_cell(plan: TestPlan, records: Sequence[Record], references: References,
+               confirmed: Mapping[str, dict] | None = None) -> Verdict:
+    """The verdict on all ``check`` calls of one test cell, from its ``records`` and, for
+    cases of :data:`FORGEABLE_KINDS`, the re-run's ``confirmed`` outcomes (None: not
+    required, as for a first look before the re-run)."""
     lines = []
     for call in plan.calls:
         cases = references.cases(call)
@@ -188,12 +237,35 @@ def judge_cell(plan: TestPlan, records: Sequence[Record], references: References
             return Verdict(plan.grade_id, False, f"{call.name}: the grader has no "
                            f"{'hidden' if call.hidden else 'visible'} reference cases for it "
                            "(run `make references`)")
-        failure = _judge_call(call, cases, records)
+        failure = _judge_call(call, cases, records, confirmed)
         if failure:
             return Verdict(plan.grade_id, False, failure, missing="no result" in failure)
         lines.append(f"{call.name}: all {len(cases)} {'hidden' if call.hidden else 'visible'} "
                      f"checks passed {VERIFIED}")
     return Verdict(plan.grade_id, True, "\n".join(lines))
+
+
+def stderr_to_stdout(cell: NotebookNode) -> bool:
+    """Turn the stderr stream outputs of ``cell`` into stdout under a heading (in place).
+
+    nbgrader scores a test cell 0 for any stderr output; what student code writes to stderr
+    while it is checked (a log line, a debug print, C code writing to file descriptor 2 —
+    also output that arrives late from an earlier cell) must not change a score, but the
+    student should see it. Returns True if anything was moved.
+    """
+    moved = False
+    outputs = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            text = output.get("text", "")
+            if not moved:
+                text = f"{HEADING}\n{text}"
+            moved = True
+            outputs.append(NotebookNode(output_type="stream", name="stdout", text=text))
+        else:
+            outputs.append(output)
+    cell.outputs = outputs
+    return moved
 
 
 def _is_test_cell(cell: NotebookNode) -> bool:
@@ -212,14 +284,46 @@ class CellReport:
     plain: bool
 
 
+def _cell_records(cell_records: Mapping[str, Mapping], index: int, grade_id: str
+                  ) -> list[Record]:
+    kept = cell_records.get(str(index), {})
+    return parse_records(kept.get("records", "") if kept.get("grade_id") == grade_id else "")
+
+
+def to_confirm(notebook: NotebookNode, plans: Mapping[str, TestPlan],
+               cell_records: Mapping[str, Mapping], references: References
+               ) -> dict[str, list[dict]]:
+    """grade_id -> :func:`confirmations` for each test cell that passed on the kernel's
+    records and has cases of :data:`FORGEABLE_KINDS`: what the fresh re-run must run."""
+    out = {}
+    for index, cell in enumerate(notebook.cells):
+        if not _is_test_cell(cell):
+            continue
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        plan = plans.get(grade_id)
+        if plan is None or not plan.calls or any(
+                o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            continue
+        wanted = confirmations(plan, references)
+        if wanted and judge_cell(plan, _cell_records(cell_records, index, grade_id),
+                                 references).passed:
+            out[grade_id] = wanted
+    return out
+
+
 def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
-                   cell_records: Mapping[str, Mapping], references: References
+                   cell_records: Mapping[str, Mapping], references: References,
+                   confirmed: Mapping[str, Mapping[str, dict]] | None = None
                    ) -> list[CellReport]:
     """Judge every graded test cell of the executed ``notebook`` and write the verdicts into
-    its outputs (in place); return a report per cell, in notebook order.
+    its outputs (in place); return a report per cell, in notebook order. Displayed values
+    are dropped and stderr becomes stdout (:func:`stderr_to_stdout`): only errors decide.
 
     ``plans``: grade_id -> plan from the instructor's source; ``cell_records``: cell index (as
-    str) -> ``{"grade_id", "records"}`` as ``BoundedExecute`` wrote them.
+    str) -> ``{"grade_id", "records"}`` as ``BoundedExecute`` wrote them; ``confirmed``:
+    grade_id -> the fresh re-run's outcomes of the cell's :data:`FORGEABLE_KINDS` cases
+    (``autograder.rerun``). With ``confirmed`` given, such a case passes only on the re-run's
+    outcome too; the class run always gives it (None only for a look without a re-run).
     """
     reports = []
     for index, cell in enumerate(notebook.cells):
@@ -229,14 +333,14 @@ def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
         plan = plans.get(grade_id, TestPlan(grade_id, (), True))
         cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type")
                         != "execute_result"]
+        stderr_to_stdout(cell)
         errors = [o for o in cell.outputs if o.get("output_type") == "error"]
         kernel_error = f"{errors[0].get('ename', '')}: {errors[0].get('evalue', '')}" \
             if errors else ""
         verdict = None
         if plan.calls:
-            kept = cell_records.get(str(index), {})
-            text = kept.get("records", "") if kept.get("grade_id") == grade_id else ""
-            verdict = judge_cell(plan, parse_records(text), references)
+            verdict = judge_cell(plan, _cell_records(cell_records, index, grade_id), references,
+                                 None if confirmed is None else confirmed.get(grade_id, {}))
             if not errors:
                 if verdict.passed:
                     cell.outputs.append(NotebookNode(output_type="stream", name="stdout",
@@ -250,5 +354,6 @@ def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
     return reports
 
 
-__all__ = ["CellReport", "CheckCall", "References", "TestPlan", "Verdict", "apply_verdicts",
-           "judge_cell", "plan_test_cell"]
+__all__ = ["CellReport", "CheckCall", "FORGEABLE_KINDS", "References", "TestPlan", "Verdict",
+           "apply_verdicts", "confirmations", "judge_cell", "plan_test_cell", "stderr_to_stdout",
+           "to_confirm"]

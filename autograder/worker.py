@@ -40,10 +40,11 @@ from traitlets.config import Config
 
 from autograder.execute import BoundedExecute
 from autograder.kernel import job_paths
-from autograder.rerun import apply_rerun, run_plain_tests
+from autograder.overwrite import quiet_preprocessors
+from autograder.rerun import apply_rerun, rerun_notebook
 from autograder.sandbox import Limits, probe_support, sandbox_mode
 from autograder.session import CONFIG_FILE, CourseLayout, load_config, run_converter
-from autograder.verdicts import References, apply_verdicts, plan_test_cell
+from autograder.verdicts import References, apply_verdicts, plan_test_cell, to_confirm
 
 RESULT = "result.json"
 OUT = "out"
@@ -107,6 +108,7 @@ def job_config(job: Job) -> Config:
                                           Autograde.class_traits()["autograde_preprocessors"].default()))
     config.Autograde.autograde_preprocessors = [
         BoundedExecute if p is Execute else p for p in autograde]
+    config.Autograde.sanitize_preprocessors = quiet_preprocessors(config)
     kernel_dir = Path(job.job_dir) / "kernel"
     record = job_paths(kernel_dir)
     config.SandboxKernelManager.job_dir = str(kernel_dir)
@@ -177,11 +179,15 @@ def run_job(job: Job) -> dict:
             sidecar_path = job_dir / "records" / f"{name}.json"
             sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
             plans = _plans(Path(job.source_lab), name, job.lab)
-            reports = apply_verdicts(notebook, plans, sidecar.get("cells", {}), references)
-            reruns = run_plain_tests(
+            cells = sidecar.get("cells", {})
+            # Outcomes that need no secret to claim (raised ValueError, input unchanged) are
+            # taken from the grader's fresh re-run only, never from the kernel's records.
+            confirm = to_confirm(notebook, plans, cells, references)
+            reruns, confirmed = rerun_notebook(
                 notebook, plans, job_dir / "rerun" / name, lab_files, Path(job.lib_dir),
                 Path(job.refs_dir) if job.refs_dir else None, job.uid,
-                Limits.from_config(config), probe_support(sandbox_mode(config)))
+                Limits.from_config(config), probe_support(sandbox_mode(config)), confirm)
+            reports = apply_verdicts(notebook, plans, cells, references, confirmed)
             apply_rerun(notebook, reruns)
             nbformat.write(notebook, str(out / f"{name}.ipynb"))
             result["notebooks"].append(name)

@@ -308,7 +308,8 @@ def test_a_replaced_check_function_records_nothing_and_scores_nothing(toy):
 @pytest.mark.slow
 def test_patched_comparisons_fool_the_kernel_but_not_the_grader(toy):
     outputs = "".join(toy.outputs("patch_judge", "test_cube"))
-    assert "cube: all 1 visible checks passed" in outputs  # what the kernel believed
+    # check() now holds its own judge (issue 11): the patches do not fool even the kernel
+    assert "cube: all 1 visible checks passed" not in outputs
     assert "Mismatch: cube: 1 of 1 visible checks failed. cube(2) [a positive int]: " \
            "expected 8, got 4" in outputs
     assert toy.scores("patch_judge") == {**FULL, "test_cube": 0.0}
@@ -517,3 +518,318 @@ def test_an_interrupted_class_run_resumes_and_its_csv_files_agree(tmp_path):
     assert {s.student_id for s in report.executed} == set(students) - done
     assert {s.student_id for s in report.graded} == set(students)
     assert all(s.score == SQUARE + CUBE for s in report.graded)
+
+
+# ------------------------------------------- issue 11, class 1: stderr never costs a point
+NOISY = """
+import logging, os, sys
+_log = logging.getLogger("student")
+_configured = logging.getLogger("student.configured")
+_configured.addHandler(logging.StreamHandler(sys.stderr))
+_configured.propagate = False
+
+def {name}(x):
+    print("debug: {name} via sys.stderr", file=sys.stderr)
+    os.write(2, b"debug: {name} via fd 2\\n")
+    logging.warning("debug: {name} via logging.warning")
+    _configured.warning("debug: {name} via a configured handler")
+    return {body}
+"""
+
+
+@pytest.mark.slow
+def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_path):
+    from autograder.grade import autograde
+    from autograder.release import release
+    from course.grading.quiet import HEADING
+
+    root = tmp_path / "course"
+    src = write_toy_lab(root)
+    layout = CourseLayout.from_config(root=root)
+    release([TOY_LAB], layout)
+    subs = root / "submissions"
+    variant(src, subs / "noisy" / TOY_LAB / src.name,
+            replace={"cube": NOISY.format(name="cube", body="x * x * x"),
+                     "square": NOISY.format(name="square", body="x * x")})
+    variant(src, subs / "noisy_wrong" / TOY_LAB / src.name,
+            replace={"cube": NOISY.format(name="cube", body="x * x")})
+    config = load_config()
+    config.ExecutePreprocessor.timeout = 60
+    report = autograde(TOY_LAB, subs, root / "out", layout, config, jobs=2)
+    run = Run(layout, TOY_LAB, report, subs)
+    assert run.scores("noisy") == FULL
+    assert run.scores("noisy_wrong") == {**FULL, "test_cube": 0.0}
+    assert "expected 8, got 4" in run.errors("noisy_wrong", "test_cube")
+    # check() captures all four ways itself; a plain test cell's stderr is moved by the
+    # grader (fd 2 output may arrive a cell late: it is moved wherever it lands)
+    ways = ("sys.stderr", "fd 2", "logging.warning", "a configured handler")
+    for grade_id, name, expected in (("test_cube", "cube", ways),
+                                     ("test_square", "square", ways[:1] + ways[2:])):
+        shown = "".join(run.outputs("noisy", grade_id))
+        assert HEADING in shown, (grade_id, shown)
+        for way in expected:
+            assert f"debug: {name} via {way}" in shown, (grade_id, way, shown)
+    page = (report.out / "feedback" / "noisy" / TOY_LAB / f"{TOY_LAB}.html").read_text()
+    assert "debug: cube via fd 2" in page and "debug: square via logging.warning" in page
+
+
+
+@pytest.mark.slow
+def test_summary_breaks_down_points_and_the_log_has_no_expected_checksum_alarms(tmp_path):
+    from autograder.grade import autograde
+    from autograder.release import release
+
+    root = tmp_path / "course"
+    src = write_toy_lab(root)
+    layout = CourseLayout.from_config(root=root)
+    release([TOY_LAB], layout)
+    released = layout.release_dir / TOY_LAB / f"{TOY_LAB}.ipynb"
+    subs = root / "submissions"
+    variant(released, subs / "blank" / TOY_LAB / src.name)      # the lab as handed out
+    variant(released, subs / "wrong_cube" / TOY_LAB / src.name,
+            replace={"square": "def square(x):\n    return x * x",
+                     "cube": "def cube(x):\n    return x * x"})
+    variant(src, subs / "edits_locked" / TOY_LAB / src.name,
+            replace={"test_square": "pass", "setup": "import json\nimport os\n"
+                     "from course.grading import check\nLAB = 'toy_lab'\nprint('mine')"})
+    report = autograde(TOY_LAB, subs, root / "out", layout, jobs=2)
+    log = (report.out / "autograde.log").read_text()
+    assert "checksum" not in log.lower(), [ln for ln in log.splitlines() if "hecksum" in ln]
+    run = Run(layout, TOY_LAB, report, subs)
+    assert run.scores("edits_locked") == FULL            # graded as the lab has its cells
+    notes = run.result("edits_locked").notes
+    assert [n for n in notes if "locked cell(s) edited" in n] == [
+        "locked cell(s) edited, graded as the lab has them: setup, test_square"]
+    assert not any("edited" in n for s in ("blank", "wrong_cube") for n in run.result(s).notes)
+    summary = report.summary()
+    lines = summary.splitlines()
+    blank = lines.index(next(ln for ln in lines if ln.startswith("  blank:")))
+    # the untouched answer cell is scored 0 by nbgrader: not answered, nothing to grade
+    assert lines[blank + 1].strip() == "automatic 0.00 / 5.00, manual 0.00 / 1.00"
+    assert lines[blank + 2].strip().startswith("lost 2.00 in test_square: ")
+    assert lines[blank + 3].strip().startswith(
+        "lost 3.00 in test_cube: Mismatch: cube: 1 of 1 visible checks failed. cube(2) "
+        "[a positive int]: raised NotImplementedError")
+    assert lines[blank + 4].strip() == "lost 1.00 in answer_why: not answered"
+    wrong = lines.index(next(ln for ln in lines if ln.startswith("  wrong_cube:")))
+    assert lines[wrong + 1].strip().startswith("automatic 2.00 / 5.00, manual 0.00 / 1.00")
+    assert lines[wrong + 2].strip().startswith(
+        "lost 3.00 in test_cube: Mismatch: cube: 1 of 1 visible checks failed. cube(2) "
+        "[a positive int]: expected 8, got 4")
+
+
+# ------------------------------------------------- issue 11, class 3: records cannot be forged
+NO_VALIDATION = """qmin, qmax = qrange(num_bits, signed=False)
+x_min, x_max = min(x_min, x_max, 0.0), max(x_min, x_max, 0.0)
+scale = max((x_max - x_min) / (qmax - qmin), EPS)
+zero_point = qmin - round(x_min / scale)
+return scale, int(min(max(zero_point, qmin), qmax))"""
+# Claims "raised ValueError" for the case it does not handle, by rebinding what check calls.
+FORGE_CAPTURE = """
+import course.grading, course.grading.outcome
+_real_capture = course.grading.outcome.capture
+def _forged(fn, case):
+    args = case.get("args", [])
+    if len(args) == 3 and isinstance(args[0], float) and args[0] > args[1]:
+        return {"raised": {"type": "ValueError", "mro": ["ValueError", "Exception",
+                "BaseException", "object"], "message": "x_min > x_max"}}
+    return _real_capture(fn, case)
+course.grading.capture = course.grading.outcome.capture = _forged
+"""
+# The same, reaching into check's closure.
+FORGE_CLOSURE = FORGE_CAPTURE.replace(
+    "course.grading.capture = course.grading.outcome.capture = _forged", """
+from course.grading import check as _check
+_cells = dict(zip(_check.__code__.co_freevars, _check.__closure__))
+_cells["capture"].cell_contents = _forged""")
+# Claims "the input model was left unchanged": quantizes in place, blinds the comparison.
+IN_PLACE = """with torch.no_grad():
+    for layer in model.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            w = layer.weight
+            if per_channel:
+                w.copy_(fake_quantize_per_channel(w, num_bits, axis=0))
+            else:
+                w.copy_(fake_quantize(w, num_bits, symmetric=True))
+return copy.deepcopy(model)"""
+FORGE_UNCHANGED = """
+import course.grading.outcome
+course.grading.outcome._equal = lambda a, b: True
+"""
+# Writes the records itself: a value it computed, and an error for the case it cannot handle.
+FORGE_RECORDS = """
+import json, os
+import course.grading
+_real = course.grading.check
+def _check(lab, name, fn, hidden=False):
+    if name != "affine_qparams":
+        return _real(lab, name, fn, hidden)
+    from course.grading import load_cases
+    from course.grading.outcome import capture, dumps_outcome
+    for index, case in enumerate(load_cases(lab, hidden)[name]):
+        if case["kind"] == "raises":
+            outcome = {"raised": {"type": "ValueError", "mro": ["ValueError", "Exception"],
+                                  "message": ""}}
+        else:
+            outcome = capture(fn, case)
+        line = {"lab": lab, "name": name, "hidden": hidden, "index": index}
+        with open(os.environ["COURSE_GRADING_RECORD"], "a") as out:
+            out.write(json.dumps(line)[:-1] + ',"outcome":' + dumps_outcome(outcome) + "}\\n")
+course.grading.check = _check
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_ROOT / "solutions" / LAB01).is_dir(), reason="no lab01")
+def test_lab01_forged_records_gain_nothing_and_honest_noise_costs_nothing(tmp_path):
+    from autograder.grade import autograde
+    from course.grading.quiet import HEADING
+
+    root = tmp_path / "course"
+    shutil.copytree(REPO_ROOT / "solutions" / LAB01, root / "solutions" / LAB01)
+    refs = root / "autograder" / "references"
+    refs.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "autograder" / "references" / f"{LAB01}.json",
+                    refs / f"{LAB01}.json")
+    src = root / "solutions" / LAB01 / f"{LAB01}.ipynb"
+    subs = root / "submissions"
+
+    def at(student: str) -> Path:
+        return subs / student / LAB01 / src.name
+
+    variant(src, at("forges_capture"), solutions={"affine_qparams": NO_VALIDATION},
+            append={"affine_qparams": FORGE_CAPTURE})
+    variant(src, at("forges_closure"), solutions={"affine_qparams": NO_VALIDATION},
+            append={"affine_qparams": FORGE_CLOSURE})
+    variant(src, at("forges_records"), solutions={"affine_qparams": NO_VALIDATION},
+            append={"affine_qparams": FORGE_RECORDS})
+    variant(src, at("forges_unchanged"), solutions={"direct_quantize": IN_PLACE},
+            append={"direct_quantize": FORGE_UNCHANGED})
+    variant(src, at("honest_noisy"), append={"quantize": (
+        "import logging, os, sys\n_quantize = quantize\n"
+        "def quantize(x, scale, zero_point, qmin, qmax):\n"
+        "    logging.warning('quantizing %d values', x.numel())\n"
+        "    os.write(2, b'fd 2 line\\n')\n"
+        "    return _quantize(x, scale, zero_point, qmin, qmax)")})
+    layout = CourseLayout.from_config(root=root)
+    report = autograde(LAB01, subs, root / "out", layout, jobs=2)
+    run = Run(layout, LAB01, report, subs)
+
+    def lost(student: str) -> set[str]:
+        return {g for g, s in run.scores(student).items() if s == 0.0}
+
+    assert lost("honest_noisy") == {"why_direct_fails"}
+    shown = "".join(run.outputs("honest_noisy", "test_quantize"))
+    assert HEADING in shown and "quantizing" in shown and "fd 2 line" in shown
+    for student in ("forges_capture", "forges_closure", "forges_records"):
+        assert lost(student) == {"test_affine_qparams", "why_direct_fails"}, student
+        errors = run.errors(student, "test_affine_qparams")
+        assert "x_min > x_max is an error]: returned" in errors, (student, errors)
+        assert "instead of raising ValueError" in errors, (student, errors)
+        # check() keeps its own capture: rebinding the module's does not even fool the
+        # kernel; reaching into its closure or writing records does, but not the re-run
+        if student != "forges_capture":
+            assert "(in the grader's fresh re-run)" in errors, (student, errors)
+    assert lost("forges_unchanged") == {"test_direct_quantize", "why_direct_fails"}
+    errors = run.errors("forges_unchanged", "test_direct_quantize")
+    assert "the input model was modified" in errors and "fresh re-run" in errors, errors
+
+
+# --------------------------- issue 11, class 2: the library's answers under other names
+# Answers that call the library's own implementation under another name than the exercise's.
+LAB03_CHEATS = {
+    "FakeQuantSTE": "FakeQuantSTE = quant.FakeQuantizeSTE\n",
+    "ActivationFakeQuant": '''class ActivationFakeQuant(nn.Module):
+    def __init__(self, num_bits: int = 8, averaging_constant: float = 0.01):
+        super().__init__()
+        self.num_bits = num_bits
+        self.averaging_constant = averaging_constant
+        self.fq = quant.FakeQuantize.for_activations(num_bits, observer="moving_average")
+
+    def forward(self, x):
+        self.fq.train(self.training)
+        return self.fq(x)
+''',
+    "fold_batch_norm": '''import copy
+from course.qat.layers import folded_parameters
+
+
+def fold_batch_norm(layer, bn):
+    folded = copy.deepcopy(layer)
+    bias = None if layer.bias is None else layer.bias.detach()
+    w, b = folded_parameters(layer.weight.detach(), bias, bn)
+    folded.weight = nn.Parameter(w.detach().clone())
+    folded.bias = nn.Parameter(b.detach().clone())
+    return folded
+''',
+}
+LAB04_CHEATS = {
+    "binarize": "def binarize(w):\n    return xnor.binary_weight(w).detach()\n",
+    "sign_ste_backward": '''def sign_ste_backward(x, grad_output):
+    x = x.clone().requires_grad_(True)
+    xnor.sign_ste(x).backward(grad_output)
+    return x.grad
+''',
+    "pack_signs": '''WORD_BITS = 64
+
+
+def pack_signs(x):
+    return bitpack.pack_signs(x).to_tensor()
+''',
+    "xnor_matmul": '''import numpy as np
+from course.kernels.xnor_gemm import xnor_gemm_words
+
+
+def xnor_matmul(a_words, b_words, length):
+    out = xnor_gemm_words(a_words.numpy().view(np.uint64), b_words.numpy().view(np.uint64),
+                          length)
+    return torch.from_numpy(out)
+''',
+    "dorefa_weights": ("FLOAT_BITS = 32\n\n\ndef dorefa_weights(w, bits):\n"
+                       "    return dorefa.quantize_weights(w, bits)\n"),
+    "dorefa_activations": ("def dorefa_activations(x, bits):\n"
+                           "    return dorefa.quantize_activations(x, bits)\n"),
+}
+# (each passes every visible and hidden check outside grading: the library is right)
+LAB03 = "lab03_quantization_aware_training"
+LAB04 = "lab04_binary_and_low_bit"
+
+
+def _lab_class(tmp_path: Path, lab: str, cheats: dict[str, str]) -> Run:
+    from autograder.grade import autograde
+
+    root = tmp_path / lab
+    shutil.copytree(REPO_ROOT / "solutions" / lab, root / "solutions" / lab)
+    refs = root / "autograder" / "references"
+    refs.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "autograder" / "references" / f"{lab}.json",
+                    refs / f"{lab}.json")
+    src = root / "solutions" / lab / f"{lab}.ipynb"
+    subs = root / "submissions"
+    variant(src, subs / "honest" / lab / src.name)
+    variant(src, subs / "libcalls" / lab / src.name, replace=cheats)
+    layout = CourseLayout.from_config(root=root)
+    return Run(layout, lab, autograde(lab, subs, root / "out", layout, jobs=2), subs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("lab", "cheats", "cells"), [
+    (LAB03, LAB03_CHEATS, {"test_FakeQuantSTE", "test_ActivationFakeQuant",
+                           "test_fold_batch_norm"}),
+    (LAB04, LAB04_CHEATS, {"test_binarize", "test_sign_ste_backward", "test_pack_signs",
+                           "test_xnor_matmul", "test_dorefa_weights", "test_dorefa_activations"}),
+], ids=["lab03", "lab04"])
+def test_library_equivalents_under_other_names_earn_nothing(tmp_path, lab, cheats, cells):
+    """Each cheat passes every check outside grading (the library is right); while grading,
+    each loses its exercise with the withheld message, and the honest solution loses
+    nothing."""
+    if not (REPO_ROOT / "solutions" / lab).is_dir():
+        pytest.skip(f"no {lab}")
+    run = _lab_class(tmp_path, lab, cheats)
+    honest = run.scores("honest")
+    manual = {g for g, s in honest.items() if s == 0.0}
+    assert all(g.startswith("answer") for g in manual), honest
+    lost = {g for g, s in run.scores("libcalls").items() if s == 0.0} - manual
+    assert lost == cells, (lost, cells)
+    for grade_id in cells:
+        assert "withheld while grading" in run.errors("libcalls", grade_id), grade_id

@@ -84,6 +84,8 @@ def fake_quantize_float32_scale(x, num_bits, symmetric):
      ("affine_qparams", affine_qparams_torch), ("fake_quantize", fake_quantize_float32_scale)],
     ids=["quantize-numpy", "quantize-int16", "qparams-float32", "fake-quantize-float32"],
 )
+
+
 def test_valid_alternative_implementations_pass(name, fn, hidden):
     check(LAB, name, fn, hidden=hidden)
 
@@ -139,6 +141,8 @@ def sqnr_amplitude(x, x_hat):
          "expected ValueError"),
     ],
 )
+
+
 def test_bugs_fail_with_a_precise_message(name, fn, hidden, message):
     with pytest.raises(Mismatch) as err:
         check(LAB, name, fn, hidden=hidden)
@@ -196,6 +200,8 @@ def test_unknown_exercise_and_missing_references_are_clear_errors(tmp_path, monk
 
 
 # ----------------------------------------------------------------------- encoding
+
+
 def test_encoding_round_trips_tensors_tuples_and_non_finite_floats():
     obj = {"t": torch.tensor([[1.5, -0.0], [float("inf"), 3.0]]), "i": torch.arange(3,
            dtype=torch.uint8), "tup": (1, 2.5), "x": float("-inf"), "n": None}
@@ -216,6 +222,8 @@ def test_fixture_models_are_deterministic_and_nontrivial():
 
 
 # ------------------------------------ outcomes: captured as data, judged outside the kernel
+
+
 def test_check_records_every_case_and_the_records_give_the_same_verdict(tmp_path, monkeypatch):
     from course.grading.outcome import judge
     from course.grading.record import RECORD_ENV, parse_records
@@ -257,6 +265,8 @@ def test_withheld_expected_values_mean_the_cases_run_but_are_not_judged(tmp_path
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64,
                                    torch.int8, torch.uint8, torch.int16, torch.int32,
                                    torch.int64, torch.uint16, torch.bool])
+
+
 def test_captured_tensors_keep_dtype_shape_and_exact_values(dtype):
     from course.grading.compare import ArrayData
     from course.grading.outcome import capture, dumps_outcome, loads_outcome
@@ -315,6 +325,8 @@ def test_an_object_that_lies_about_equality_fails_every_kind():
     '"shape": [1], "data": "!!"}}}', '{"returned": {"__weird__": 1}}', '{"raised": {"mro": 3}}',
     '{"neither": 1}', '{"returned": ' + "[" * 50 + "]" * 50 + "}",
 ])
+
+
 def test_malformed_outcomes_are_rejected(bad):
     from course.grading.outcome import loads_outcome
 
@@ -421,3 +433,63 @@ def test_bool_tensor_cases_want_a_bool_mask_with_equal_values():
         judge(outcome(lambda: expected.to(torch.int64), case), case)
     with pytest.raises(Mismatch, match=r"element \[1\]: expected False, got True — why element 1"):
         judge(outcome(lambda: torch.tensor([True, True, True]), case), case)
+# ------------------------------------------------ stderr of checked code never costs a point
+
+
+def test_stderr_written_by_checked_code_is_captured_and_printed_to_stdout(capfd):
+    import logging
+    import os
+    import sys
+
+    from course.grading.quiet import HEADING
+
+    configured = logging.getLogger("student.configured")
+    handler = logging.StreamHandler(sys.stderr)   # bound to the stream when configured
+    configured.addHandler(handler)
+    configured.propagate = False
+
+    def noisy(num_bits, signed):
+        print("debug: python stream", file=sys.stderr)
+        os.write(2, b"debug: file descriptor 2\n")
+        logging.getLogger("student.plain").warning("debug: last-resort logging")
+        configured.warning("debug: a configured handler")
+        return quant.qrange(num_bits, signed)
+
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers.clear()   # as in a notebook: logging.warning goes to logging.lastResort
+    try:
+        check(LAB, "qrange", noisy)
+    finally:
+        root.handlers[:] = kept
+        configured.removeHandler(handler)
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert "qrange: all 3 visible checks passed" in out and HEADING in out
+    for line in ("python stream", "file descriptor 2", "last-resort logging",
+                 "a configured handler"):
+        assert f"debug: {line}" in out, (line, out)
+    print("after", file=sys.stderr)   # everything is put back after the check
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_the_grader_moves_stderr_of_test_cells_to_stdout():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from autograder.verdicts import References, apply_verdicts, plan_test_cell
+    from course.grading.quiet import HEADING
+
+    cell = new_code_cell("assert True", metadata={"nbgrader": {
+        "grade": True, "solution": False, "grade_id": "t", "points": 1, "locked": True}})
+    cell.outputs = [new_output("stream", name="stdout", text="ok\n"),
+                    new_output("stream", name="stderr", text="WARNING:root:late log\n"),
+                    new_output("stream", name="stderr", text="more\n")]
+    notebook = new_notebook(cells=[cell])
+    apply_verdicts(notebook, {"t": plan_test_cell("t", "assert True", LAB)}, {},
+                   References({}, {}))
+    from nbgrader.utils import determine_grade
+
+    assert determine_grade(notebook.cells[0]) == (1.0, 1.0)
+    texts = [(o["name"], o["text"]) for o in notebook.cells[0].outputs]
+    assert texts == [("stdout", "ok\n"), ("stdout", f"{HEADING}\nWARNING:root:late log\n"),
+                     ("stdout", "more\n")]

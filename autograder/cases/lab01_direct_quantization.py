@@ -226,6 +226,14 @@ def _per_channel(hidden: bool) -> list[dict]:
     return cases
 
 
+def _scaled_pair(seed: int, magnitude: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, x_hat) float32 of size ``magnitude`` with about 1 % noise: the SQNR is an ordinary
+    number, but ``x ** 2`` is 0 or inf in float32."""
+    base = uniform(seed, (6,), 1.0, 2.0).double()
+    noise = uniform(seed + 100, (6,), -0.01, 0.01).double()
+    return (base * magnitude).float(), (base * (1 + noise) * magnitude).float()
+
+
 def _sqnr(hidden: bool) -> list[dict]:
     x = uniform(51, (100,))
     calls = [("small noise", x, x + 0.01 * uniform(52, (100,))),
@@ -236,6 +244,11 @@ def _sqnr(hidden: bool) -> list[dict]:
             ("by hand: 10 log10(25 / 1)", torch.tensor([3.0, 4.0]), torch.tensor([3.0, 3.0])),
             ("2-D", uniform(53, (5, 7)), quant.fake_quantize(uniform(53, (5, 7)), 4, True)),
             ("noise larger than signal", torch.full((4,), 0.1), torch.full((4,), 1.0)),
+            ("no noise at all: inf", uniform(54, (3, 3)), uniform(54, (3, 3))),
+            ("values near 1e-25: their squares underflow float32 (compute in float64)",
+             *_scaled_pair(55, 1e-25)),
+            ("values near 1e25: their squares overflow float32 (compute in float64)",
+             *_scaled_pair(56, 1e25)),
         ]
     return [case("sqnr_db", label, "float", [a, b], float(f"{_sqnr_fsum(a, b):.12g}"),
                  rtol=1e-4) for label, a, b in calls]
@@ -257,7 +270,10 @@ def _direct(hidden: bool) -> list[dict]:
     if hidden:
         calls = [("Conv2d + Linear, 2 bits per tensor", "conv_linear", 3, 2, False),
                  ("MLP, 3 bits per channel", "mlp", 4, 3, True),
-                 ("Conv2d + Linear, 8 bits per tensor", "conv_linear", 5, 8, False)]
+                 ("Conv2d + Linear, 8 bits per tensor", "conv_linear", 5, 8, False),
+                 ("Linear layers inside sub-modules: every one is quantized", "nested", 6, 4,
+                  False),
+                 ("nested, 3 bits per channel", "nested", 7, 3, True)]
     cases = []
     for label, name, seed, bits, per_channel in calls:
         model = build_fixture(name, seed)
@@ -292,6 +308,32 @@ EXERCISES = {
     "direct_quantize": _direct,
 }
 
+
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "qrange": ("course.quant.affine:qrange",),
+    "affine_qparams": ("course.quant.affine:affine_qparams",
+                       "course.kernels.int8_dynamic:activation_qparams"),
+    "symmetric_scale": ("course.quant.affine:symmetric_scale",
+                        "course.quant.affine:per_channel_scale"),
+    "quantize": ("course.quant.affine:quantize", "course.kernels.int8_dynamic:quantize_to_int8",
+                 "course.kernels.int8_dynamic:_quantize",
+                 "course.kernels.int8_dynamic:quantize_activations"),
+    "dequantize": ("course.quant.affine:dequantize",
+                   "course.kernels.int8_dynamic:dequantize_accumulators",
+                   "course.kernels.int8_dynamic:_dequantize"),
+    "fake_quantize": ("course.quant.affine:fake_quantize", "course.quant.ste:fake_quantize_ste",
+                      "course.quant.ste:FakeQuantizeSTE",
+                      "course.ptq.integer_layers:fake_quantize_codes",
+                      "course.quant.fake_quant:FakeQuantize"),
+    "fake_quantize_per_channel": ("course.quant.affine:fake_quantize_per_channel",),
+    "sqnr_db": ("course.measure:sqnr_db",),
+    "direct_quantize": ("course.quant.direct:direct_quantize",
+                        "course.quant.direct:quantize_weights"),
+}
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab01, as ``{path from repo root: bytes}``."""

@@ -95,7 +95,34 @@ def _quantized_linear(hidden: bool) -> list[dict]:
         args = [x_q, x_zp, w_q, bias, m, s, out_zp]
         cases.append(case("quantized_linear", label, "int_tensor", args,
                           _linear_expected(*args)))
+    if hidden:
+        cases.append(_exact_accumulation_case())
     return cases
+
+
+FLOAT32_EXACT = 2**24
+"""Integers above this are not all representable in float32 (odd ones never are)."""
+
+
+def _exact_accumulation_case() -> dict:
+    """A layer whose accumulators are odd and above 2**24 (x - zp = 255, w = 127 with an odd
+    number of 126s), the bias bringing output 0's back near 0, and the real multiplier 1
+    (every unit of the accumulator shows in the output): float32 accumulation, in any order
+    on any machine, cannot hold them, so it cannot give row 0's outputs."""
+    k, n, x_zero_point = 784, 4, -128
+    x_q = torch.full((2, k), 127, dtype=torch.int8)
+    x_q[1, :100] = x_zero_point            # row 1: x - zp = 0 on the first 100 inputs
+    w_q = torch.full((n, k), 127, dtype=torch.int8)
+    for column in range(n):
+        w_q[column, k - (2 * column + 1):] = 126
+    dots = (x_q.to(torch.int64) - x_zero_point) @ w_q.to(torch.int64).T   # [2, n]
+    assert bool((dots % 2 == 1).all()) and int(dots.min()) > FLOAT32_EXACT
+    bias = (-dots[0] + torch.tensor([-37, -3, 5, 41])).to(torch.int32)
+    m, shift = quantize_multiplier(1.0)
+    args = [x_q, x_zero_point, w_q, bias, m, shift, 0]
+    return case("quantized_linear", "K = 784 at the int8 extremes, multiplier 1: every "
+                "accumulator is odd and above 2**24, which float32 cannot hold (accumulate in "
+                "int32 or int64)", "int_tensor", args, _linear_expected(*args))
 
 
 def _calibrate(hidden: bool) -> list[dict]:
@@ -139,6 +166,33 @@ EXERCISES = {
     "calibrate_ranges": _calibrate,
 }
 
+
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "quantize_multiplier": ("course.kernels.requantize:quantize_multiplier",
+                            "course.kernels.requantize:quantize_multiplier_per_channel"),
+    "requantize": ("course.kernels.requantize:requantize",
+                   "course.kernels.requantize:requantize_reference",
+                   "course.kernels.requantize:requantize_prepared",
+                   "course.kernels.requantize:_requantize_torch",
+                   "course.kernels.requantize:_requantize_numba",
+                   "course.kernels.requantize:_requantize_rows",
+                   "course.kernels.int8_activation:requantize_max_pool2d",
+                   "course.kernels.int8_activation:requantize_max_pool2d_prepared",
+                   "course.kernels.int8_activation:requantize_max_pool2d_reference",
+                   "course.kernels.int8_activation:_requantize_max_pool",
+                   "course.kernels.int8_conv_fused:_pool_requantize"),
+    "quantized_linear": ("course.ptq.integer_layers:IntLinear.forward",
+                         "course.ptq.integer_layers:IntLinear.fake_quant_forward",
+                         "course.ptq.integer_layers:IntLinear.from_float",
+                         "course.ptq.integer_layers:IntegerModel.forward"),
+    "calibrate_ranges": ("course.ptq.calibration:calibrate",
+                         "course.ptq.observers:MinMaxObserver.update",
+                         "course.ptq.observers:MinMaxObserver.range"),
+}
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab02, as ``{path from repo root: bytes}``."""

@@ -13,6 +13,7 @@ import torch
 from autograder.cases._build import case, distinct, quantize_variants, reference_files, uniform
 from course import quant
 from course.grading.fixtures import build as build_fixture
+from course.grading.outcome import geometry
 from course.ptq.folding import fold_batch_norm
 from course.quant.fake_quant import FakeQuantize
 from course.quant.ste import clipping_range, fake_quantize_ste
@@ -21,6 +22,8 @@ LAB = "lab03_quantization_aware_training"
 AVERAGING = 0.01
 """Moving-average constant of the activation quantizer (the library's default)."""
 
+BIAS_NOTE = ("the layer has no bias, the folded one must have one: b' = (0 - mean) * "
+             "gamma / sqrt(var + eps) + beta")
 EDGE_NOTE = "x lies on the edge of the clipping range [{lo:g}, {hi:g}]: the edges are inside"
 
 
@@ -35,6 +38,8 @@ def _ste_inputs(hidden: bool) -> list[tuple]:
         ("2 bits with a zero point", uniform(84, (4, 5), -1.0, 1.0), 0.25, 2, 0, 3),
         ("per-channel scales", uniform(85, (3, 6), -1.0, 1.0),
          torch.tensor([[0.05], [0.2], [0.01]]), 0, -7, 7),
+        ("exact ties inside the range: round half to even",
+         torch.tensor([0.25, 0.75, -0.25, -0.75, 1.25, -1.25, 2.25, 0.0]), 0.5, 0, -8, 7),
     ]
 
 
@@ -123,21 +128,66 @@ def _activation(hidden: bool) -> list[dict]:
     return cases
 
 
+def run_activation_gradient(module: torch.nn.Module, batches: list[torch.Tensor],
+                            training: list[bool]) -> torch.Tensor:
+    """The gradient of ``module(x).sum()`` with respect to each batch ``x``, fed in training /
+    eval mode as listed, flattened and concatenated (what the lab's test cell does)."""
+    grads = []
+    for x, flag in zip(batches, training, strict=True):
+        module.train(flag)
+        leaf = x.clone().requires_grad_(True)
+        module(leaf).sum().backward()
+        grads.append(leaf.grad.reshape(-1))
+    return torch.cat(grads)
+
+
+def _activation_gradient(hidden: bool) -> list[dict]:
+    """Inputs whose qparams are exact in float32 and float64 (scale 1 or 0.25), so that which
+    values lie inside the clipping range — the edges included — has one answer."""
+    t = torch.tensor
+    calls = [("the STE passes the gradient inside the range (edges included), 0 outside", 2,
+              [t([-1.5, -0.5, 0.25, 1.0, 1.5, -1.0]), t([-3.0, -2.0, 0.9, 1.0, 1.2, 5.0])],
+              [True, False])]
+    if hidden:
+        calls = [
+            ("2 bits: range [-2, 1] after the first batch, then moved by a training batch", 2,
+             [t([-1.5, -0.5, 0.25, 1.0, 1.5, -1.0]), t([-3.0, -2.0, 0.9, 1.0, 1.2, 5.0]),
+              t([-4.0, 0.0, 0.5, 3.0]), t([-2.5, -1.9, 0.0, 0.95, 1.1])],
+             [True, False, True, False]),
+            ("4 bits: both ends of the first batch lie on the edges of its range", 4,
+             [t([-0.75, 3.0, 1.1, 0.0, 2.0]), t([-0.75, -0.8, 3.0, 3.01, 2.0, -2.0, 3.5])],
+             [True, False]),
+        ]
+    cases = []
+    for label, bits, batches, training in calls:
+        module = FakeQuantize.for_activations(bits, observer="moving_average")
+        expected = run_activation_gradient(module, batches, training)
+        cases.append(case("activation_fake_quant_grad", label, "float_tensor",
+                          [batches, training, bits], expected))
+    return cases
+
+
 def _fold(hidden: bool) -> list[dict]:
     calls = [("Conv2d + BatchNorm2d", "conv_linear", 1, 0),
              ("Linear + BatchNorm1d", "mlp", 2, 1)]
     if hidden:
         calls = [("Conv2d + BatchNorm2d, other statistics", "conv_linear", 3, 0),
                  ("Linear + BatchNorm1d, other statistics", "mlp", 4, 1),
-                 ("Conv2d + BatchNorm2d, a third model", "conv_linear", 5, 0)]
+                 ("Conv2d + BatchNorm2d, a third model", "conv_linear", 5, 0),
+                 ("a Conv2d without bias: the folded layer has one", "conv_nobias", 6, 0),
+                 ("a Linear without bias: the folded layer has one", "mlp_nobias", 7, 1),
+                 ("a Conv2d with stride 2 and padding 1: the same geometry", "conv_strided", 8,
+                  0)]
     cases = []
     for label, name, seed, index in calls:
         model = build_fixture(name, seed)
         folded = fold_batch_norm(model[index], model[index + 1])
         expected = {k: v.detach().clone() for k, v in folded.state_dict().items()}
+        note = BIAS_NOTE if model[index].bias is None else None
         cases.append(case("fold_batch_norm", label, "model",
                           [{"__model__": name, "seed": seed}, index], expected,
-                          quantized=sorted(expected), rtol=1e-5))
+                          quantized=sorted(expected), rtol=1e-5, note=note,
+                          geometry=geometry(folded) if hidden else None))
     return cases
 
 
@@ -145,9 +195,28 @@ EXERCISES = {
     "ste_forward": _forward,
     "ste_backward": _backward,
     "activation_fake_quant": _activation,
+    "activation_fake_quant_grad": _activation_gradient,
     "fold_batch_norm": _fold,
 }
 
+
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "ste_forward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste",
+                    "course.ptq.integer_layers:fake_quantize_codes"),
+    "ste_backward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste"),
+    "activation_fake_quant": ("course.quant.fake_quant:FakeQuantize",
+                              "course.ptq.observers:MovingAverageMinMaxObserver.update",
+                              "course.ptq.observers:MovingAverageMinMaxObserver.range"),
+    "activation_fake_quant_grad": ("course.quant.fake_quant:FakeQuantize",
+                                   "course.quant.ste:FakeQuantizeSTE"),
+    "fold_batch_norm": ("course.ptq.folding:fold_batch_norm", "course.qat.layers:fold_scale",
+                        "course.qat.layers:folded_parameters",
+                        "course.qat.layers:_QATLayer.folded_parameters"),
+}
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab03, as ``{path from repo root: bytes}``."""

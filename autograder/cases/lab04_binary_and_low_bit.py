@@ -206,6 +206,11 @@ def _dorefa_activations(hidden: bool) -> list[dict]:
         _expect_library_error(dorefa.quantize_activations, (uniform(136, (4,)), 0))
         cases.append(case("dorefa_activations", "0 bits is an error", "raises",
                           [uniform(136, (4,)), 0], "ValueError"))
+        for bits, why in ((17, "17 bits is an error: 1 to 16, or 32"),
+                          (33, "33 bits is an error: 1 to 16, or 32")):
+            _expect_library_error(dorefa.quantize_activations, (uniform(137, (4,)), bits))
+            cases.append(case("dorefa_activations", why, "raises", [uniform(137, (4,)), bits],
+                              "ValueError"))
     return cases
 
 
@@ -283,6 +288,7 @@ def _pack_signs(hidden: bool) -> list[dict]:
             ("K = 200, 5 rows", _signs(156, (5, 200))),
             ("int8 input", _signs(157, (2, 70)).to(torch.int8)),
             ("K = 784 (an MNIST image)", _signs(158, (1, 784))),
+            ("float64 input: any real dtype", _signs(159, (2, 10)).to(torch.float64)),
         ]
     else:
         calls = [("by hand: bits 0 and 3 set = 9", torch.tensor([[1.0, -1.0, -1.0, 1.0]])),
@@ -367,6 +373,37 @@ EXERCISES = {
     "xnor_matmul": _xnor_matmul,
 }
 
+
+# The library's objects that compute each exercise's answer (functions, classes — every
+# function in their body —, methods, and the helpers they call to do it): withheld in the
+# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
+# one, and every alias of it, raises "withheld while grading" in the sandbox.
+WITHHELD = {
+    "binarize": ("course.quant.binary:binarize", "course.quant.binary:binary_scale",
+                 "course.quant.xnor:binary_weight"),
+    "sign_ste_backward": ("course.quant.xnor:SignSTE", "course.quant.xnor:sign_ste"),
+    "dorefa_weights": ("course.quant.dorefa:quantize_weights", "course.quant.dorefa:quantize_k",
+                       "course.quant.dorefa:_QuantizeK", "course.quant.dorefa:_SignTimesMeanAbs"),
+    "dorefa_activations": ("course.quant.dorefa:quantize_activations",
+                           "course.quant.dorefa:quantize_k", "course.quant.dorefa:_QuantizeK",
+                           "course.quant.dorefa:DoReFaActivation.forward"),
+    "dorefa_gradient": ("course.quant.dorefa:stochastic_quantize_gradient",
+                        "course.quant.dorefa:quantize_gradients",
+                        "course.quant.dorefa:_GradientQuantize"),
+    "pack_signs": ("course.kernels.bitpack:pack_signs", "course.kernels.bitpack:pack_sign_bits",
+                   "course.kernels.bitpack:_pack_bool",
+                   "course.kernels.binary_conv:pack_conv_weight",
+                   "course.kernels.binary_conv:pack_conv_input",
+                   "course.kernels.binary_conv:pack_conv_input_and_mean_abs",
+                   "course.kernels.binary_conv:_pack_channels"),
+    "xnor_matmul": ("course.kernels.xnor_gemm:xnor_gemm",
+                    "course.kernels.xnor_gemm:xnor_gemm_words",
+                    "course.kernels.xnor_gemm:xnor_gemm_reference",
+                    "course.kernels.xnor_gemm:_xnor_gemm_tiled",
+                    "course.kernels.xnor_gemm:_xnor_gemm_naive", "course.kernels.xnor_gemm:_dot",
+                    "course.kernels.binary_conv:binary_conv2d",
+                    "course.kernels.binary_conv:binary_conv2d_reference"),
+}
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab04, as ``{path from repo root: bytes}``."""

@@ -405,6 +405,19 @@ EXERCISES = {
     "shift_matvec": _shift,
 }
 
+WITHHELD = {
+    "inq_exponents": ("course.inq.levels:inq_exponents",),
+    "quantize_pow2": ("course.inq.levels:quantize_pow2",),
+    "inq_partition": ("course.inq.partition:inq_partition",),
+    "inq_step": ("course.inq.training:inq_step",),
+    "inq_step_loss": ("course.inq.training:inq_step",),
+    "encode_pow2": ("course.kernels.pow2:encode_pow2",),
+    "shift_matvec": ("course.kernels.pow2:shift_matvec",
+                     "course.kernels.pow2:shift_matvec_reference"),
+}
+"""The library objects that compute each exercise's answer, withheld while grading
+(``decode_pow2``, the inverse the issue provides, stays usable)."""
+
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab05, as ``{path from repo root: bytes}``."""

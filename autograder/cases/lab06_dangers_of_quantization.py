@@ -309,6 +309,16 @@ EXERCISES = {
     "top_hessian_eigenvalue": _hessian,
 }
 
+WITHHELD = {
+    "filter_normalized_direction": ("course.landscape:filter_normalized_direction",),
+    "quantization_direction": ("course.landscape:quantization_direction",),
+    "perturbed": ("course.landscape:perturbed", "course.landscape:_set_weights"),
+    "loss_curve": ("course.landscape:loss_curve", "course.landscape:loss_surface"),
+    "top_hessian_eigenvalue": ("course.landscape:top_hessian_eigenvalue",),
+}
+"""The library objects that compute each exercise's answer, withheld while grading
+(``loss_and_accuracy`` stays usable: a ``loss_curve`` is more than one evaluation)."""
+
 
 def build() -> dict[str, bytes]:
     """Visible and hidden reference files of lab06, as ``{path from repo root: bytes}``."""

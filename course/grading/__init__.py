@@ -25,6 +25,7 @@ from typing import Any
 from course.grading.compare import Mismatch
 from course.grading.encode import dumps, loads
 from course.grading.outcome import capture, dumps_outcome, judge, loads_outcome
+from course.grading.quiet import HEADING, StderrCapture
 from course.grading.record import append_record
 
 __all__ = ["Mismatch", "check", "load_cases", "references_path", "dumps", "loads", "grading"]
@@ -33,8 +34,6 @@ REFERENCES_FILE = "references.json"
 """Name of the visible reference file inside a lab folder."""
 
 _REPO = Path(__file__).resolve().parents[2]
-_print, _type = print, type
-_catch_warnings = warnings.catch_warnings
 
 
 def grading() -> bool:
@@ -76,43 +75,69 @@ def load_cases(lab: str, hidden: bool = False) -> dict[str, list[dict]]:
     return data["cases"]
 
 
-def check(lab: str, name: str, fn: Any, hidden: bool = False) -> None:
-    """Run every reference case of exercise ``name`` of ``lab`` on ``fn``.
+def _bind_check(load_cases, capture, append_record, judge, dumps_outcome, loads_outcome,
+                StderrCapture, catch_warnings, print, type, callable, enumerate, len, any,
+                Mismatch, KeyError, HEADING):
+    """``check``, with every name it uses bound now, as closure variables.
 
-    Prints one line when all pass; raises :class:`Mismatch` naming the first failing case
-    (its label and call) and the number of failures. Returns None on purpose: nbgrader reads
-    a number shown as a test cell's result as partial credit. Warnings raised by the student's
-    code are kept out of the cell's stderr, which nbgrader would count as a failure.
-
-    Each case's outcome is captured as plain data (``course.grading.outcome``) and judged
-    from that data alone. Under the autograder every outcome is also appended to the record
-    file (``course.grading.record``) and the grader judges it again in its own process; there
-    the hidden references hold inputs only, so this call runs the hidden cases and the
-    verdict is the grader's.
+    A notebook that rebinds ``course.grading.capture``, ``course.grading.record.append_record``
+    or a builtin after this module was imported changes nothing that ``check`` does. (Code that
+    reaches into the closure itself can still change what the kernel records; the grader does
+    not take the kernel's word for the outcomes that need no secret to forge — raised errors,
+    unmodified inputs — see ``autograder/verdicts.py``.)
     """
-    cases = load_cases(lab, hidden).get(name)
-    if not cases:
-        raise KeyError(f"{lab} has no {'hidden' if hidden else 'visible'} cases for {name!r}")
-    if not callable(fn):
-        raise Mismatch(f"{name} must be a function, got {_type(fn).__name__}")
-    kind = "hidden" if hidden else "visible"
-    withheld = any("expected" not in case for case in cases)
-    failures = []
-    with _catch_warnings(record=True):
-        for index, case in enumerate(cases):
-            outcome = capture(fn, case)
-            append_record(lab, name, hidden, index, outcome)
-            if withheld:
-                continue
-            try:
-                judge(loads_outcome(dumps_outcome(outcome)), case)
-            except Mismatch as err:
-                failures.append(f"{case['call']} [{case['label']}]: {err}")
-    if withheld:
-        _print(f"{name}: {len(cases)} {kind} cases ran; the grader judges their results")
-        return
-    if failures:
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise Mismatch(f"{name}: {len(failures)} of {len(cases)} {kind} checks failed. "
-                       f"{failures[0]}{more}")
-    _print(f"{name}: all {len(cases)} {kind} checks passed")
+
+    def check(lab: str, name: str, fn: Any, hidden: bool = False) -> None:
+        """Run every reference case of exercise ``name`` of ``lab`` on ``fn``.
+
+        Prints one line when all pass; raises :class:`Mismatch` naming the first failing case
+        (its label and call) and the number of failures. Returns None on purpose: nbgrader
+        reads a number shown as a test cell's result as partial credit. Warnings raised by the
+        student's code, and whatever it writes to stderr (``sys.stderr``, file descriptor 2,
+        ``logging``), are kept out of the cell's stderr, which nbgrader would count as a
+        failure: what was written is printed to stdout under a heading instead
+        (``course.grading.quiet``).
+
+        Each case's outcome is captured as plain data (``course.grading.outcome``) and judged
+        from that data alone. Under the autograder every outcome is also appended to the
+        record file (``course.grading.record``) and the grader judges it again in its own
+        process; there the hidden references hold inputs only, so this call runs the hidden
+        cases and the verdict is the grader's.
+        """
+        cases = load_cases(lab, hidden).get(name)
+        if not cases:
+            raise KeyError(f"{lab} has no {'hidden' if hidden else 'visible'} cases for "
+                           f"{name!r}")
+        if not callable(fn):
+            raise Mismatch(f"{name} must be a function, got {type(fn).__name__}")
+        kind = "hidden" if hidden else "visible"
+        withheld = any("expected" not in case for case in cases)
+        failures = []
+        with catch_warnings(record=True), StderrCapture() as written:
+            for index, case in enumerate(cases):
+                outcome = capture(fn, case)
+                append_record(lab, name, hidden, index, outcome)
+                if withheld:
+                    continue
+                try:
+                    judge(loads_outcome(dumps_outcome(outcome)), case)
+                except Mismatch as err:
+                    failures.append(f"{case['call']} [{case['label']}]: {err}")
+        text = written.text()
+        if text:
+            print(f"{HEADING}\n{text}", end="" if text.endswith("\n") else "\n")
+        if withheld:
+            print(f"{name}: {len(cases)} {kind} cases ran; the grader judges their results")
+            return
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise Mismatch(f"{name}: {len(failures)} of {len(cases)} {kind} checks failed. "
+                           f"{failures[0]}{more}")
+        print(f"{name}: all {len(cases)} {kind} checks passed")
+
+    return check
+
+
+check = _bind_check(load_cases, capture, append_record, judge, dumps_outcome, loads_outcome,
+                    StderrCapture, warnings.catch_warnings, print, type, callable, enumerate,
+                    len, any, Mismatch, KeyError, HEADING)

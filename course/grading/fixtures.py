@@ -36,8 +36,39 @@ def _dropout_linear() -> nn.Module:
     return nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 3))
 
 
+def _conv_nobias() -> nn.Module:
+    # _conv_linear with a convolution that has no bias (batch norm follows it)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3, bias=False), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(12, 4),
+    )
+
+
+def _mlp_nobias() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(6, 5, bias=False), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3),
+    )
+
+
+def _conv_strided() -> nn.Module:
+    # a convolution with stride, padding and dilation (not in its state_dict) and no bias
+    return nn.Sequential(
+        nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1, dilation=1, bias=False),
+        nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 4),
+    )
+
+
+def _nested() -> nn.Module:
+    # layers inside a sub-module: model.children() alone does not reach them
+    block = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU())
+    return nn.Sequential(nn.Flatten(), block, nn.Sequential(nn.Sequential(nn.Linear(5, 3))))
+
+
 BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp, "linear": _linear,
-            "linear_no_bias": _linear_no_bias, "dropout_linear": _dropout_linear}
+            "linear_no_bias": _linear_no_bias, "dropout_linear": _dropout_linear,
+            "conv_nobias": _conv_nobias, "mlp_nobias": _mlp_nobias, "nested": _nested,
+            "conv_strided": _conv_strided}
+"""Model names a reference case may use."""
 
 VARIANTS: dict[str, tuple[str, dict[str, list[int] | None]]] = {
     "conv_linear_dead_filter": ("conv_linear", {"0.weight": [1]}),
@@ -47,7 +78,6 @@ VARIANTS: dict[str, tuple[str, dict[str, list[int] | None]]] = {
 """A base model with some filters (rows along dim 0) set to zero; None: the whole tensor."""
 
 NAMES = sorted([*BUILDERS, *VARIANTS])
-"""Model names a reference case may use."""
 
 
 def build(name: str, seed: int) -> nn.Module:

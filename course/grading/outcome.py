@@ -20,7 +20,9 @@ Values: ``null``, ``true``/``false``, ints, finite floats, ``{"__float__": "nan"
 ``{"__tuple__": [...]}``, lists, ``{"__dict__": {str: <value>}}`` (a dict with str keys),
 ``{"__array__": {dtype, kind, shape, data}}`` (a tensor or
 numpy array; ``data`` is base64 of little-endian float64 / int64 / uint8 values),
-``{"__module__": {"type", "is_input", "state": {key: array}}}`` and
+``{"__module__": {"type", "is_input", "state": {key: array}, "geometry": {...}}}`` (the
+geometry of a returned Conv2d: stride, padding, dilation, groups, which its state does not
+show) and
 ``{"__object__": {"type", "repr"}}`` for anything else.
 
 >>> case = {"kind": "float", "args": [2.0], "kwargs": {}, "expected": 4.0}
@@ -35,7 +37,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,6 +75,7 @@ class ModuleData:
     type_name: str
     is_input: bool
     state: dict[str, ArrayData]
+    geometry: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"<{self.type_name} module>"
@@ -158,6 +161,7 @@ def encode_value(value: Any, model: Any = None, depth: int = 0) -> Any:
     if _isinstance(value, _Module):
         state = {k: _encode_tensor(v)["__array__"] for k, v in _state_dict(value).items()}
         return {"__module__": {"type": _type(value).__name__, "is_input": value is model,
+                               "geometry": geometry(value),
                                "state": state}}
     if _isinstance(value, (tuple, _list)) and depth < MAX_DEPTH:
         items = [encode_value(v, model, depth + 1) for v in _list(value)[:MAX_ITEMS]]
@@ -167,6 +171,27 @@ def encode_value(value: Any, model: Any = None, depth: int = 0) -> Any:
         pairs = _list(value.items())[:MAX_ITEMS]
         return {"__dict__": {k: encode_value(v, model, depth + 1) for k, v in pairs}}
     return {"__object__": {"type": _type(value).__name__, "repr": _safe_text(_repr_of(value))}}
+
+
+_GEOMETRY = ("stride", "padding", "dilation", "groups")
+
+
+def geometry(module: Any) -> dict:
+    """Stride, padding, dilation and groups of an ``nn.Conv2d`` (as lists / ints / a string);
+    ``{}`` for any other module."""
+    if not _isinstance(module, nn.Conv2d):
+        return {}
+    out = {}
+    for name in _GEOMETRY:
+        value = getattr(module, name, None)
+        if _isinstance(value, tuple):
+            value = [_int(v) for v in value]
+        elif _isinstance(value, _int):
+            value = _int(value)
+        else:
+            value = _str(value)[:20]
+        out[name] = value
+    return out
 
 
 def _repr_of(value: Any) -> str:
@@ -273,8 +298,20 @@ def decode_value(value: Any, depth: int = 0) -> Any:
         state = body.get("state")
         if not _isinstance(state, _dict):
             raise ValueError("module state must be an object")
+        shape = body.get("geometry", {})
+        if not _isinstance(shape, _dict) or _len(shape) > 8:
+            raise ValueError("module geometry must be a small object")
+        kept = {}
+        for key, value in shape.items():
+            if _isinstance(value, _list) and _len(value) <= 4 and all(
+                    _type(v) is _int for v in value):
+                kept[_str(key)[:20]] = _list(value)
+            elif _type(value) in (_int, _str):
+                kept[_str(key)[:20]] = value if _type(value) is _int else _str(value)[:20]
+            else:
+                raise ValueError("module geometry values must be ints, int lists or text")
         return ModuleData(_str(body.get("type")), body.get("is_input") is True,
-                          {_str(k): _decode_array(v) for k, v in state.items()})
+                          {_str(k): _decode_array(v) for k, v in state.items()}, kept)
     if tag == "__object__" and _isinstance(body, _dict):
         return ObjectData(_str(body.get("type"))[:200], _str(body.get("repr"))[:MAX_TEXT])
     raise ValueError(f"unknown tag {tag!r} in an outcome")
@@ -328,8 +365,12 @@ def _judge_model(got: Any, case: dict, changed: str | None) -> None:
         raise Mismatch("returned the input model itself; return a quantized deep copy")
     expected: dict = case["expected"]
     if _sorted(got.state) != _sorted(expected):
-        raise Mismatch(f"the returned model's state_dict keys {_sorted(got.state)} differ from "
-                       f"the input model's {_sorted(expected)}")
+        raise Mismatch(f"the returned model's state_dict keys {_sorted(got.state)} are not the "
+                       f"expected {_sorted(expected)}" + _note(case))
+    for key, value in (case.get("geometry") or {}).items():
+        if got.geometry.get(key) != value:
+            raise Mismatch(f"the returned layer's {key} is {got.geometry.get(key)!r}, expected "
+                           f"{value!r}: keep the layer's geometry (start from a deep copy of it)")
     quantized = set(case.get("quantized", ()))
     untouched = case.get("untouched_note", UNTOUCHED_NOTE)
     for key, exp in expected.items():
