@@ -433,7 +433,6 @@ def plot_tradeoffs(rows: Sequence[Mapping[str, Any]], n_test: int, title: str = 
         ax.set_xticks(xs, models)
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_yscale("log")
     axes[1].axhline(1.0, color="k", linestyle=":")
     axes[2].yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     axes[2].set_title(f"95 % intervals, {n_test} images", fontsize=9)

@@ -48,3 +48,15 @@ def test_one_corrupted_calibration_image_hurts_min_max_more_than_percentile(exec
     bad = "500 images, one corrupted"
     assert cal["minmax"][bad] < cal["minmax"]["500 images"] - 0.01
     assert cal["percentile"][bad] > cal["minmax"][bad]
+
+
+@pytest.mark.slow
+def test_the_students_own_functions_run_an_integer_only_mlp(executed):
+    """The integer MLP built from the student's calibrate_ranges, quantize_multiplier and
+    quantized_linear classifies like the float one (within a few points)."""
+    _, results, _ = executed
+    mine = results["your_integer_mlp"]
+    assert mine["test_images"] == 1000
+    assert mine["accuracy"] > mine["float"] - 0.03
+    assert list(mine["ranges"]) == ["fc1", "fc2", "fc3"]
+    assert all(lo < hi for lo, hi in mine["ranges"].values())
