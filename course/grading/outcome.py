@@ -378,6 +378,11 @@ def _judge_float_list(got: Any, case: dict) -> None:
             raise Mismatch(f"{labels[i]}: expected {e:.9g}, got {value:.9g}" + _note(case))
 
 
+def _exact_int(value: Any, what: str) -> int:
+    """A Python int kept exact (int64 extremes do not survive a float), else ``to_int``."""
+    return value if _type(value) is _int else to_int(value, what)
+
+
 def _judge_number_dict(got: Any, case: dict) -> None:
     expected: dict = case["expected"]
     if not _isinstance(got, _dict):
@@ -391,7 +396,7 @@ def _judge_number_dict(got: Any, case: dict) -> None:
     for key in _sorted(expected):
         exp = expected[key]
         if _type(exp) is _int:
-            value = to_int(got[key], f"result[{key!r}]")
+            value = _exact_int(got[key], f"result[{key!r}]")
             ok = value == exp
         else:
             value = to_real(got[key], f"result[{key!r}]")
@@ -486,7 +491,7 @@ def judge(outcome: dict, case: dict) -> None:
     elif kind == "float_list":
         _judge_float_list(got, case)
     elif kind == "int":
-        value = to_int(got, "the result")
+        value = _exact_int(got, "the result")
         if value != expected:
             raise Mismatch(f"expected {expected}, got {value}" + _note(case))
     elif kind == "number_dict":
