@@ -193,3 +193,24 @@ def energy_bytes_not_words(macs, bytes_moved, fmt):
 def test_mistakes_fail_with_a_reason(name, fn, message):
     with pytest.raises(Mismatch, match=message):
         check(LAB, name, fn, hidden=True)
+
+
+# ---------------------------------------------------------------- the int and number_dict kinds
+def test_number_dict_wants_exactly_the_keys_and_exact_ints():
+    def with_bytes(dtype):
+        return {**formats.format_summary(dtype), "bytes": 1}
+
+    def int64_max_as_float(dtype):
+        out = formats.format_summary(dtype)
+        return {k: float(v) for k, v in out.items()} if dtype == torch.int64 else out
+
+    with pytest.raises(Mismatch, match="unexpected key 'bytes'"):
+        check(LAB, "format_summary", with_bytes)
+    with pytest.raises(Mismatch, match=r"int64.*result\['max'\]: expected 9223372036854775807"):
+        check(LAB, "format_summary", int64_max_as_float, hidden=True)
+
+
+def test_int_kind_accepts_integer_valued_numbers_only():
+    check(LAB, "count_macs", lambda m, s: torch.tensor(cost.count_macs(m, s)))
+    with pytest.raises(Mismatch, match="must be an integer"):
+        check(LAB, "count_macs", lambda m, s: cost.count_macs(m, s) + 0.5)
