@@ -40,10 +40,13 @@ def cpu_model() -> str:
 
 def environment() -> dict[str, object]:
     """What the numbers depend on: threads, CPU, torch version, the int8 kernel paths."""
+    import numba
+
     from course.kernels import backend_report
 
     return {
         "threads": torch.get_num_threads(),
+        "numba_threads": numba.get_num_threads(),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "cpu_model": cpu_model(),
         "torch": torch.__version__,

@@ -1,8 +1,12 @@
 """``python -m benchmarks [NAME ...]``: run the ``bench_*`` modules, merge and print results.
 
 With names (``int8``, ``binary`` ...) only those modules run; their entries replace the old
-ones in ``benchmarks/results.json`` and the others are kept. ``--no-write`` prints only;
-``--threads N`` sets ``torch.set_num_threads(N)`` first (default: torch's own choice).
+ones in ``benchmarks/results.json`` and the others are kept, labelled with the run they
+came from (the table shows only the modules of this run). ``--no-write`` prints only;
+``--threads N`` sets PyTorch's and numba's threads alike (default: their own choice).
+
+A module that fails, runs past ``--timeout`` seconds or is stopped (Ctrl-C) leaves its rows
+empty, with the reason in its notes: never the figures of an earlier run.
 
 Each module runs in its own Python process: one module's thread pools (numba's OpenMP
 layer, say) cannot slow down another's PyTorch threads, and the numbers do not depend on
@@ -62,18 +66,22 @@ def merge(old: dict, name: str, result: dict) -> dict:
             del merged[key][label]
         merged[key].update({k: round(float(v), 4) for k, v in result.get(key, {}).items()})
     merged["notes"][name] = list(result["notes"])
+    if "runs" in old:
+        merged["runs"] = dict(old["runs"])
     merged["owners"] = {k: v for k, v in owners.items() if v != name}
     for key in (*RATIO_KEYS, "timings_ms"):
         merged["owners"].update({label: name for label in result.get(key, {})})
     return merged
 
 
-def table(results: dict) -> str:
-    """The ratios as a fixed-width text table."""
+def table(results: dict, only: list[str] | None = None) -> str:
+    """The ratios as a fixed-width text table (of the modules ``only``, if given)."""
     rows = [("kind", "name", "value")]
+    owners = results.get("owners", {})
     for key, unit in (("speedups", "x faster"), ("size_ratios", "of fp32 bytes")):
         for label, value in sorted(results.get(key, {}).items()):
-            rows.append((key, label, f"{value:.3g} {unit}"))
+            if only is None or owners.get(label) in only:
+                rows.append((key, label, f"{value:.3g} {unit}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
              for row in rows]
@@ -88,24 +96,39 @@ def _load() -> str:
         return "unknown"
 
 
-def run_worker(name: str, threads: int | None, out: Path) -> None:
-    """In the child process: run one module and write its checked result as JSON."""
+def set_threads(threads: int) -> None:
+    """``threads`` for PyTorch and numba both (numba's at most its pool size)."""
+    import numba
     import torch
 
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def drop(old: dict, name: str, reason: str) -> dict:
+    """``old`` without module ``name``'s figures, its notes replaced by ``reason``."""
+    merged = merge(old, name, {key: {} for key in (*RATIO_KEYS, "timings_ms")} | {
+        "notes": [f"NO FIGURES: {reason}"]})
+    merged.setdefault("runs", {}).pop(name, None)
+    return merged
+
+
+def run_worker(name: str, threads: int | None, out: Path) -> None:
+    """In the child process: run one module and write its checked result as JSON."""
     if threads is not None:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     module = importlib.import_module(f"benchmarks.{PREFIX}{name}")
     out.write_text(json.dumps(check_result(name, module.run())))
 
 
-def run_isolated(name: str, threads: int | None) -> dict:
+def run_isolated(name: str, threads: int | None, timeout: float | None = None) -> dict:
     """Run one module in a fresh Python process and return its result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "benchmarks", "--worker", name, "--out", str(out)]
         if threads is not None:
             cmd += ["--threads", str(threads)]
-        subprocess.run(cmd, cwd=HERE.parent, check=True)
+        subprocess.run(cmd, cwd=HERE.parent, check=True, timeout=timeout)
         return json.loads(out.read_text())
 
 
@@ -116,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  f"{', '.join(available())})")
     parser.add_argument("--no-write", action="store_true", help="do not update results.json")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads(N) before running")
+                        help="PyTorch's and numba's threads (default: their own choice)")
+    parser.add_argument("--timeout", type=float, default=150,
+                        help="seconds a module may run before it is stopped (default 150: "
+                             "two modules fit in 5 minutes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -131,32 +157,48 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; available: "
                      f"{', '.join(available())}")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.threads is not None:
+        set_threads(args.threads)
+    env = environment()
+    run_label = {"cpu_model": env["cpu_model"], "threads": env["threads"],
+                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                     timespec="seconds")}
     failed = []
     for name in names:
         start, load_before = time.perf_counter(), _load()
         print(f"running {PREFIX}{name} (load average {load_before}) ...", flush=True)
         try:
-            result = run_isolated(name, args.threads)
-        except subprocess.CalledProcessError as err:
-            print(f"  FAILED ({err}); its previous results are kept", flush=True)
+            result = run_isolated(name, args.threads, args.timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired,
+                KeyboardInterrupt) as err:
+            reason = ("stopped by the user" if isinstance(err, KeyboardInterrupt) else
+                      f"stopped after {args.timeout:.0f} s" if isinstance(
+                          err, subprocess.TimeoutExpired) else f"failed ({err})")
+            print(f"  {reason}: its rows are left empty", flush=True)
+            results = drop(results, name, f"{PREFIX}{name} {reason} on {run_label['date']}")
             failed.append(name)
+            if isinstance(err, KeyboardInterrupt):
+                break
             continue
         result["notes"].append(f"load average (1/5/15 min) before: {load_before}, after: "
                                f"{_load()}")
         results = merge(results, name, result)
+        results.setdefault("runs", {})[name] = run_label
         print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
         for note in result["notes"]:
             print(f"  - {note}")
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    results["environment"] = environment()
-    results["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    env = results["environment"]
-    print(f"\n{env['cpu_model']}, {env['cpu_capability']}, torch threads: {env['threads']}, "
-          f"torch {env['torch']}, int8 GEMM: {env['kernels']['int8_gemm']}\n")
-    print(table(results))
+    results["environment"] = env
+    results["date"] = run_label["date"]
+    print(f"\n{env['cpu_model']}, {env['cpu_capability']}, threads (torch and numba): "
+          f"{env['threads']}, torch {env['torch']}")
+    print("kernel paths: " + "; ".join(f"{k}: {v}" for k, v in env["kernels"].items()
+                                        if k not in ("int8_gemm_reason",)) + "\n")
+    ran = [n for n in names if n not in failed]
+    print(table(results, only=ran))
+    older = {n: r for n, r in results.get("runs", {}).items() if n not in names}
+    for other, label in sorted(older.items()):
+        print(f"(not run now: {PREFIX}{other}, figures in results.json from {label['date']}, "
+              f"{label['cpu_model']}, {label['threads']} threads)")
     if not args.no_write:
         RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         print(f"\nwritten {RESULTS.relative_to(HERE.parent)}")

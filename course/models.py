@@ -37,7 +37,9 @@ RESNET_CHANNELS = (16, 32, 64)
 
 
 class MLP(nn.Sequential):
-    """The lecture's hands-on network: 784 -> 512 -> BN -> ReLU -> 64 -> BN -> ReLU -> 10.
+    """The course's MLP, the widths of the lecture's hands-on network, in PyTorch's usual
+    order: 784 -> 512 -> BN -> ReLU -> 64 -> BN -> ReLU -> 10 (the deck's own order, ReLU
+    before BN, is :class:`DeckMLP`).
 
     Submodules, in order: ``flatten, fc1, bn1, relu1, fc2, bn2, relu2, fc3``.
     Input ``[B, 1, 28, 28]`` or ``[B, 784]`` float32; output logits ``[B, 10]``.
@@ -57,6 +59,34 @@ class MLP(nn.Sequential):
             ("fc2", nn.Linear(hidden1, hidden2)),
             ("bn2", nn.BatchNorm1d(hidden2)),
             ("relu2", nn.ReLU()),
+            ("fc3", nn.Linear(hidden2, NUM_CLASSES)),
+        ]))
+
+
+class DeckMLP(nn.Sequential):
+    """The lecture's hands-on network as the deck builds it in Keras: ``Dense(512,
+    activation="relu")``, ``BatchNormalization``, ``Dense(64, activation="relu")``,
+    ``BatchNormalization``, ``Dense(10)`` — batch norm *after* the ReLU.
+
+    Submodules, in order: ``flatten, fc1, relu1, bn1, fc2, relu2, bn2, fc3`` (the same names
+    and parameter count as :class:`MLP`; only the order of ReLU and BN differs, which
+    matters once the layers' inputs are binarized: BN then hands the next layer inputs
+    centred on 0).
+
+    >>> [name for name, _ in DeckMLP().named_children()][1:4]
+    ['fc1', 'relu1', 'bn1']
+    """
+
+    def __init__(self) -> None:
+        hidden1, hidden2 = MLP_WIDTHS
+        super().__init__(OrderedDict([
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(IMAGE_PIXELS, hidden1)),
+            ("relu1", nn.ReLU()),
+            ("bn1", nn.BatchNorm1d(hidden1)),
+            ("fc2", nn.Linear(hidden1, hidden2)),
+            ("relu2", nn.ReLU()),
+            ("bn2", nn.BatchNorm1d(hidden2)),
             ("fc3", nn.Linear(hidden2, NUM_CLASSES)),
         ]))
 
@@ -162,12 +192,13 @@ class SmallResNet(nn.Module):
 
 _BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "mlp": MLP,
+    "deck_mlp": DeckMLP,
     "cnn": SmallCNN,
     "resnet": SmallResNet,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
-"""Names ``build_model`` accepts: ``("mlp", "cnn", "resnet")``."""
+"""Names ``build_model`` accepts: ``("mlp", "deck_mlp", "cnn", "resnet")``."""
 
 
 def build_model(name: str) -> nn.Module:

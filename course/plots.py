@@ -355,6 +355,91 @@ def plot_loss_contour(alphas: Sequence[float], betas: Sequence[float], surface: 
     return fig
 
 
+def plot_accuracy_vs_portion(portions: Sequence[float], accuracies: Mapping[str, Sequence[float]],
+                             float_accuracy: float, title: str = "") -> Figure:
+    """Accuracy against the accumulated portion of quantized weights (INQ), one line per
+    label (e.g. per bit width), with the float model as a horizontal dotted line.
+
+    ``portions``: fractions in [0, 1], increasing (drawn as percentages); ``accuracies``:
+    label -> one accuracy in [0, 1] per portion.
+
+    >>> fig = plot_accuracy_vs_portion([0.5, 1.0], {"5 bits": [0.97, 0.96]}, 0.975)
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['5 bits', 'float 97.5%']
+    """
+    xs = _numbers(portions, "portions")
+    if xs.size == 0 or ((xs < 0) | (xs > 1)).any() or (np.diff(xs) <= 0).any():
+        raise ValueError(f"portions must be increasing fractions in [0, 1], got {xs.tolist()}")
+    series = _series(accuracies, "accuracies", xs.size)
+    float_acc = _scalar(float_accuracy, "float_accuracy")
+    for name, arr in [*series.items(), ("float_accuracy", np.array([float_acc]))]:
+        if ((arr < 0) | (arr > 1)).any():
+            raise ValueError(f"accuracies must be fractions in [0, 1]; {name!r} has "
+                             f"{arr.tolist()}")
+    _check_str(title, "title")
+    fig, ax = _figure()
+    for label, y in series.items():
+        ax.plot(100 * xs, y, marker="o", label=label)
+    ax.axhline(float_acc, linestyle=":", color="k", label=f"float {float_acc:.1%}")
+    ax.set_xticks(100 * xs, [f"{100 * p:g} %" for p in xs])
+    ax.set_xlabel("accumulated portion of quantized weights")
+    ax.set_ylabel("accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_title(title or "INQ: accuracy as the quantized portion grows")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_tradeoffs(rows: Sequence[Mapping[str, Any]], n_test: int, title: str = "") -> Figure:
+    """Size, speed and accuracy of each mode, one group of bars per model: the PTQ table as a
+    figure. Each row needs ``model``, ``mode``, ``size vs fp32``, ``speedup vs fp32`` and
+    ``accuracy`` (a fraction); accuracies get 95 % intervals for ``n_test`` test images
+    (``course.measure.accuracy_interval``), so differences inside them read as noise.
+
+    >>> rows = [{"model": "mlp", "mode": m, "size vs fp32": s, "speedup vs fp32": v,
+    ...          "accuracy": 0.95} for m, s, v in (("fp32", 1.0, 1.0), ("int8", 0.25, 2.0))]
+    >>> [ax.get_ylabel() for ax in plot_tradeoffs(rows, 1000).axes]
+    ['bytes vs fp32', 'speed vs fp32', 'test accuracy']
+    """
+    from course.measure import accuracy_interval
+
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or not rows:
+        raise ValueError("rows must be a non-empty sequence of dicts")
+    keys = ("model", "mode", "size vs fp32", "speedup vs fp32", "accuracy")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or any(k not in row for k in keys):
+            raise ValueError(f"rows[{i}] must be a dict with keys {list(keys)}")
+    _check_str(title, "title")
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
+    table = {(str(r["model"]), str(r["mode"])): r for r in rows}
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    width = 0.8 / len(modes)
+    xs = np.arange(len(models))
+    for j, mode in enumerate(modes):
+        present = [m for m in models if (m, mode) in table]
+        pos = xs[[models.index(m) for m in present]] + (j - (len(modes) - 1) / 2) * width
+        got = [table[m, mode] for m in present]
+        axes[0].bar(pos, [r["size vs fp32"] for r in got], width, label=mode)
+        axes[1].bar(pos, [r["speedup vs fp32"] for r in got], width, label=mode)
+        acc = np.array([float(r["accuracy"]) for r in got])
+        bounds = np.array([accuracy_interval(a, n_test) for a in acc]).reshape(-1, 2)
+        axes[2].errorbar(pos, acc, yerr=[acc - bounds[:, 0], bounds[:, 1] - acc], fmt="o",
+                         capsize=3, label=mode)
+    for ax, label in zip(axes, ("bytes vs fp32", "speed vs fp32", "test accuracy"),
+                         strict=True):
+        ax.set_xticks(xs, models)
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[1].axhline(1.0, color="k", linestyle=":")
+    axes[2].yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    axes[2].set_title(f"95 % intervals, {n_test} images", fontsize=9)
+    axes[1].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title or "Post-training quantization: size, speed, accuracy")
+    return fig
 def plot_grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]],
                       ylabel: str, title: str = "", *, stacked: bool = False,
                       log: bool = False) -> Figure:

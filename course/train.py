@@ -59,6 +59,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "mlp": Recipe(epochs=10),
+    "deck_mlp": Recipe(epochs=10),
     "cnn": Recipe(epochs=8, lr=3e-3),
     "resnet": Recipe(epochs=6),
 }

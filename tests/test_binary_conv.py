@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course.kernels import cpu_features
 from course.kernels.binary_conv import (
     PackedConvWeight,
     binary_conv2d,
@@ -44,7 +45,9 @@ def sign(t):
     return torch.where(t >= 0, 1.0, -1.0).double()
 
 
-@pytest.mark.parametrize("backend", ["tiled", "naive"])
+@pytest.mark.parametrize("backend", ["tiled", "naive", None, pytest.param(
+    "tiled_avx2", marks=pytest.mark.skipif(cpu_features.native_isa() == "generic",
+                                           reason="no AVX2 on this CPU"))])
 @pytest.mark.parametrize("case", CASES)
 def test_equals_float64_conv_of_signs(case, backend):
     x, weight = make(case, seed=len(str(case)))

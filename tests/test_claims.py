@@ -10,7 +10,11 @@ RESULTS = {
     "lab01_direct_quantization": {
         "sqnr_db_per_bit": {"Gaussian": 6.28},
         "direct_quantization": {"bits": ["8", "1"], "float": 0.954,
-                                "per channel": [0.954, 0.784], "per tensor": [0.954, 0.78]}},
+                                "per channel": [0.954, 0.784], "per tensor": [0.954, 0.78],
+                                "test_images": 1000, "hands_on_1bit": {
+                                    "deck's network, the hands-on's W1/A1 (unscaled +-1, "
+                                    "binarized inputs)": 0.566,
+                                    "course MLP, per-channel alpha * sign(w) weights": 0.843}}},
     "lab02_post_training_quantization": {"ptq_table": [
         {"model": "mlp", "mode": m, "size vs fp32": s, "speedup vs fp32": 2.0, "accuracy": 0.95}
         for m, s in (("dynamic range int8", 0.25), ("full integer int8", 0.25),
@@ -25,7 +29,10 @@ def test_every_claim_reads_its_measurement():
     assert len(rows) == len(CLAIMS)
     measured = [r["measured here"] for r in rows]
     assert "6.28 dB per bit" in measured[0]
-    assert measured[2] == "78.40 % at 1 bit (float 95.40 %)"
+    assert measured[2].startswith("56.60 % in the hands-on's configuration (the deck's "
+                                  "network, W1/A1")
+    assert "per-channel alpha * sign(w), gives 84.30 %" in measured[2]
+    assert rows[2]["agrees"] == "yes" and rows[0]["agrees"] == ""
     assert "mlp: 4.00x smaller, 2.00x speed" in measured[3]
     assert "mlp: 2.00x smaller" in measured[5]
     assert measured[6] == "cnn 2 bits: PTQ 20.00 %, QAT 85.00 % (float 97.00 %)"
@@ -50,7 +57,7 @@ def test_main_prints_the_table(tmp_path, capsys):
 
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| lab | claim | source | measured here |")
+    assert out.startswith("| lab | claim | source | measured here | agrees |")
     assert out.count(NOT_MEASURED) == len(CLAIMS)
 
 
@@ -74,6 +81,36 @@ def test_lab06_claims_read_the_landscape_results():
                                         "loss +0.011; sharper lost more at 3 bits: no")
 
 
+def test_lab03_and_lab04_claims_read_their_tables():
+    variants = ("float", "binary weights (BWN)", "binary weights and inputs (XNOR)")
+    xnor_table = [{"model": m, "variant": v, "accuracy fine-tuned": acc, "size vs fp32": size,
+                   "speedup vs fp32": speed}
+                  for m in ("mlp", "cnn")
+                  for v, acc, size, speed in zip(variants, (0.96, 0.955, 0.91), (1, 0.04, 0.04),
+                                                 (1.0, 0.5, 1.4), strict=True)]
+    results = {
+        "lab03_quantization_aware_training": {"ptq_vs_qat": [
+            {"model": "mlp", "bits": 8, "PTQ": 0.95, "QAT": 0.96, "float": 0.956}]},
+        "lab04_binary_and_low_bit": {
+            "xnor_table": xnor_table,
+            "xnor_packed_layers": [{"fp32 weight bytes": 3200, "packed weight bytes": 96,
+                                    "alpha bytes": 4}],
+            "kernel_speed": [{"operation": "matmul 2048^3", "speedup": 12.5}],
+            "dorefa_table": [{"W": 1, "A": 2, "G": 32, "accuracy fine-tuned": 0.945}],
+            "hands_on": {"faithful": {"direct": 0.6, "QAT": 0.888}, "faithful_epochs": 20,
+                         "ours": {"QAT": 0.951}}}}
+    rows = {r["claim"]: r for r in claim_rows(results)}
+    qat8 = rows["8-bit QAT vs PTQ: a small relative change (the deck's PTQ-vs-QAT table)"]
+    assert "mlp: PTQ 95.00 %, QAT 96.00 % (+1.05 % relative)" in qat8["measured here"]
+    memory = rows["XNOR-Net: ~32x less memory, ~58x faster convolutions"]["measured here"]
+    assert memory.startswith("binary layers 32.0x smaller") and "12.5x fp32" in memory
+    accuracy = rows["XNOR-Net accuracy: float 56.7 %, BWN 56.8 %, XNOR 44.2 %"]
+    assert "mlp: float 96.00 %, BWN 95.50 %, XNOR 91.00 %" in accuracy["measured here"]
+    assert accuracy["agrees"] == "yes"
+    assert "W1/A2/G32: 94.50 %" in rows["DoReFa-Net: low-bit weights and activations train to "
+                                         "near float"]["measured here"]
+    assert rows["the hands-on's 1-bit MLP after QAT: 95.22 %"]["measured here"].startswith(
+        "88.80 % trained from scratch for 20 epochs")
 def test_lab00_claims_read_the_size_energy_and_latency_results():
     table = [{"model": m, "MiB fp32": f, "MiB int8": i, "GMACs": g} for m, f, i, g in (
         ("alexnet", 233.08, 58.3, 0.71), ("vgg16", 527.8, 132.0, 15.47),

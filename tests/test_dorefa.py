@@ -219,3 +219,42 @@ def test_dorefa_model_converts_layers_and_keeps_the_original():
     torch.testing.assert_close(net(x), model[5](hidden))
     with pytest.raises(ValueError, match="does not have"):
         dorefa_model(model, float_inputs=("conv1",))
+
+
+# ------------------------------------------------------------- the lecture's hands-on 1 bit
+from course.quant import dorefa as _dorefa  # noqa: E402
+
+
+def test_unscaled_one_bit_weights_follow_the_k_bit_formula_like_larq():
+    w = torch.tensor([-2.0, -1e-3, 0.0, 1e-3, 0.7], requires_grad=True)
+    q = _dorefa.quantize_weights(w, 1, scaled_sign=False)
+    assert q.tolist() == [-1.0, -1.0, -1.0, 1.0, 1.0]  # tanh(0)/.. + 1/2 = 1/2 rounds to 0
+    t = torch.tanh(w.detach().double())
+    expected = 2 * torch.round(t / (2 * t.abs().max()) + 0.5) - 1
+    assert torch.equal(q.detach().double(), expected)
+    q.sum().backward()
+    assert w.grad.abs().sum() > 0  # the gradient flows through tanh (straight through round)
+    assert torch.equal(_dorefa.quantize_weights(w.detach(), 1), torch.tensor(
+        [-1.0, -1.0, 1.0, 1.0, 1.0]) * w.detach().abs().mean())  # the paper's rule unchanged
+    with pytest.raises(TypeError, match="scaled_sign"):
+        _dorefa.quantize_weights(w, 1, scaled_sign=1)
+
+
+def test_the_hands_on_model_binarizes_every_layer_and_its_image_input():
+    from course.models import DeckMLP
+
+    model = DeckMLP().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = _dorefa.hands_on_binary_model(model).eval()
+    layers = [m for m in net.modules() if isinstance(m, _dorefa.DoReFaLinear)]
+    assert len(layers) == 3
+    assert all((m.weight_bits, m.activation_bits, m.scaled_sign) == (1, 1, False)
+               for m in layers)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    x = torch.rand(4, 1, 28, 28)
+    # the first layer sees the image thresholded at 0.5 and weights of -1 / +1
+    fc1 = layers[0]
+    want = torch.nn.functional.linear((x.reshape(4, -1) > 0.5).float(),
+                                      torch.where(fc1.weight > 0, 1.0, -1.0), fc1.bias)
+    assert torch.allclose(fc1(x.reshape(4, -1)), want, atol=1e-4)
+    assert "scaled_sign=False" in repr(fc1)

@@ -405,3 +405,19 @@ def test_untrusted_dict_outcomes_are_validated():
     assert loads_outcome('{"returned": {"__dict__": {"k": 1}}}')["returned"] == {"k": 1}
     with pytest.raises(ValueError):
         loads_outcome('{"returned": {"__dict__": {"k": {"__nope__": 1}}}}')
+
+
+def test_bool_tensor_cases_want_a_bool_mask_with_equal_values():
+    from course.grading.outcome import capture, dumps_outcome, judge, loads_outcome
+
+    def outcome(fn, case):
+        return loads_outcome(dumps_outcome(capture(fn, case)))
+
+    expected = torch.tensor([True, False, True])
+    case = {"kind": "bool_tensor", "args": [], "kwargs": {}, "expected": expected,
+            "notes": {"1": "why element 1"}}
+    assert judge(outcome(lambda: expected.clone(), case), case) is None
+    with pytest.raises(Mismatch, match="must be a bool tensor"):
+        judge(outcome(lambda: expected.to(torch.int64), case), case)
+    with pytest.raises(Mismatch, match=r"element \[1\]: expected False, got True — why element 1"):
+        judge(outcome(lambda: torch.tensor([True, True, True]), case), case)

@@ -7,6 +7,7 @@ their definition, the verified fallback, and bad input."""
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 
 import numpy as np
@@ -172,6 +173,34 @@ def test_batches_split_over_threads_give_the_same_codes(path):
     assert torch.equal(one, three)
     assert torch.equal(one[:5], conv2d_requantize_int8_reference(
         x[:5], wt, params, padding=1, pad_value=-2, pool=2))
+
+
+@pytest.mark.skipif(fused_cpu.native_isa() == "generic",
+                    reason="no AVX2 on this CPU: the AVX2 int8 GEMM cannot run here")
+def test_gemm_path_on_the_avx2_kernel_over_threads(monkeypatch):
+    """The AVX2 GEMM forced (as on a CPU without VNNI), run from several Python threads at
+    once (its serial form: numba's workqueue layer must not be entered concurrently)."""
+    gemm = importlib.import_module("course.kernels.int8_gemm")
+    monkeypatch.setenv(fused_cpu.ISA_ENV, "avx2")
+    gemm.gemm_backend.cache_clear()
+    threads = torch.get_num_threads()
+    try:
+        assert gemm.gemm_backend().name == "avx2_madd16"
+        x, wt = _codes((13, 9, 9, 24), 21), _weights((40, 3, 3, 24), 22)
+        params = _params(40, 9 * 24, 23, relu=True)
+        conv = Conv2dRequantize(wt, params, padding=1, pad_value=3, pool=2, path="gemm")
+        torch.set_num_threads(1)
+        one = conv(x)
+        torch.set_num_threads(3)
+        three = conv(x)
+        assert torch.get_num_threads() == 3  # restored after the tasks ran single-threaded
+    finally:
+        torch.set_num_threads(threads)
+        monkeypatch.delenv(fused_cpu.ISA_ENV)
+        gemm.gemm_backend.cache_clear()
+    assert torch.equal(one, three)
+    assert torch.equal(one, conv2d_requantize_int8_reference(x, wt, params, padding=1,
+                                                             pad_value=3, pool=2))
 
 
 def test_chunks_cover_the_batch_once_on_any_number_of_threads():

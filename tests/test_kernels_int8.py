@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from course import kernels
+from course.kernels import cpu_features
 from course.kernels.int8_gemm import FLOAT32_EXACT_BLOCK, MAX_K
 from course.quant import affine_qparams, quantize
 
@@ -20,6 +21,11 @@ gemm_module = importlib.import_module("course.kernels.int8_gemm")
 GEMM_BACKENDS = ["float32_blocked", None]
 if kernels.gemm_backend().name == "int_mm":
     GEMM_BACKENDS.insert(0, "int_mm")
+# The AVX2 kernel runs wherever the CPU has AVX2 (AVX-512 CPUs too): test it forced there;
+# elsewhere (ARM) it is a skip with the reason, never compiled.
+AVX2_OK = cpu_features.native_isa() in ("avx2", "avx512")
+GEMM_BACKENDS.insert(0, pytest.param("avx2_madd16", marks=pytest.mark.skipif(
+    not AVX2_OK, reason=f"no AVX2 on this CPU (kernel ISA {cpu_features.native_isa()})")))
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -84,7 +90,7 @@ def test_gemm_handles_degenerate_strides(backend):
 
 def test_gemm_default_path_is_reported_and_verified():
     info = kernels.gemm_backend()
-    assert info.name in ("int_mm", "float32_blocked")
+    assert info.name in ("int_mm", "avx2_madd16", "float32_blocked")
     assert kernels.backend() == info.name
     assert info.reason and info.cpu_capability
     assert kernels.verify_exact(info.name)
@@ -92,13 +98,94 @@ def test_gemm_default_path_is_reported_and_verified():
     assert report["int8_gemm"] == info.name and report["int8_gemm_reason"] == info.reason
     if set(info.int8_instructions) & {"avx512_vnni", "amx_int8"}:
         assert info.name == "int_mm", info.reason
+    elif cpu_features.kernel_isa() in ("avx2", "avx512"):
+        assert info.name == "avx2_madd16", info.reason
+    else:
+        assert info.name == "float32_blocked", info.reason
+    assert report["kernel_isa"] == cpu_features.kernel_isa() == info.kernel_isa
+
+
+def _fresh_backend(monkeypatch, isa: str | None):
+    if isa is None:
+        monkeypatch.delenv(cpu_features.ISA_ENV, raising=False)
+    else:
+        monkeypatch.setenv(cpu_features.ISA_ENV, isa)
+    gemm_module.gemm_backend.cache_clear()
+    return gemm_module.gemm_backend()
+
+
+@pytest.mark.skipif(not AVX2_OK, reason="no AVX2 on this CPU: the AVX2 path cannot run here")
+def test_gemm_forced_avx2_is_chosen_reported_and_exact(monkeypatch):
+    try:
+        info = _fresh_backend(monkeypatch, "avx2")
+        assert info.name == "avx2_madd16" and info.kernel_isa == "avx2"
+        assert "COURSE_KERNEL_ISA=avx2" in info.reason and info.int8_instructions == ()
+        a, b = _int8((37, 1000), 21), _int8((1000, 50), 22)
+        a[0], b[:, 0] = -128, -128
+        assert torch.equal(kernels.int8_gemm(a, b), kernels.int8_gemm_reference(a, b))
+    finally:
+        monkeypatch.delenv(cpu_features.ISA_ENV, raising=False)
+        gemm_module.gemm_backend.cache_clear()
+
+
+def test_gemm_forced_generic_uses_the_portable_path(monkeypatch):
+    try:
+        info = _fresh_backend(monkeypatch, "generic")
+        assert info.name == "float32_blocked" and info.kernel_isa == "generic"
+    finally:
+        monkeypatch.delenv(cpu_features.ISA_ENV, raising=False)
+        gemm_module.gemm_backend.cache_clear()
+
+
+def test_kernel_isa_override_can_only_lower(monkeypatch):
+    native = cpu_features.native_isa()
+    monkeypatch.setenv(cpu_features.ISA_ENV, "sse9")
+    with pytest.raises(ValueError, match="COURSE_KERNEL_ISA must be one of"):
+        cpu_features.kernel_isa()
+    wider = cpu_features.KERNEL_ISAS[:cpu_features.KERNEL_ISAS.index(native)]
+    for isa in wider:
+        monkeypatch.setenv(cpu_features.ISA_ENV, isa)
+        with pytest.raises(ValueError, match="asks for more than this CPU has"):
+            cpu_features.kernel_isa()
+    monkeypatch.setenv(cpu_features.ISA_ENV, native)
+    assert cpu_features.kernel_isa() == native and not cpu_features.isa_forced()
+
+
+def test_native_isa_is_generic_off_x86(monkeypatch):
+    monkeypatch.setattr(cpu_features.platform, "machine", lambda: "arm64")
+    cpu_features.native_isa.cache_clear()
+    try:
+        assert cpu_features.native_isa() == "generic"
+        monkeypatch.delenv(cpu_features.ISA_ENV, raising=False)
+        assert cpu_features.kernel_isa() == "generic"
+        # the x86 kernel refuses to run (it is never compiled there)
+        with pytest.raises(RuntimeError, match="x86-64"):
+            gemm_module._IMPLEMENTATIONS["avx2_madd16"](_int8((2, 2), 1), _int8((2, 2), 2))
+    finally:
+        cpu_features.native_isa.cache_clear()
+
+
+@pytest.mark.parametrize("backend", GEMM_BACKENDS)
+def test_gemm_with_a_packed_weight(backend):
+    w = _int8((70, 300), 23)
+    w[0] = -128
+    packed = kernels.pack_int8(w.t())
+    a = _int8((19, 300), 24)
+    want = kernels.int8_gemm_reference(a, w.t())
+    assert torch.equal(kernels.int8_gemm(a, packed, backend=backend), want)
+    w[1] = 127  # modified in place: the stale panels must not be used
+    assert torch.equal(kernels.int8_gemm(a, packed), kernels.int8_gemm_reference(a, w.t()))
 
 
 def test_gemm_falls_back_loudly_when_the_fast_path_is_not_exact(monkeypatch):
     def off_by_one(a, b):
         return torch._int_mm(a, b) + 1 if hasattr(torch, "_int_mm") else None
 
+    def wrong(a, b):
+        return int8_reference_plus_one(a, b)
+
     monkeypatch.setitem(gemm_module._IMPLEMENTATIONS, "int_mm", off_by_one)
+    monkeypatch.setitem(gemm_module._IMPLEMENTATIONS, "avx2_madd16", wrong)
     monkeypatch.setattr(gemm_module.cpu_features, "int8_dot_instructions",
                         lambda: ("avx512_vnni",))
     gemm_module.gemm_backend.cache_clear()
@@ -110,12 +197,17 @@ def test_gemm_falls_back_loudly_when_the_fast_path_is_not_exact(monkeypatch):
         gemm_module.gemm_backend.cache_clear()
 
 
-def test_gemm_without_int8_instructions_uses_the_exact_fallback(monkeypatch):
+def int8_reference_plus_one(a, b):
+    return kernels.int8_gemm_reference(a, b) + 1
+
+
+def test_gemm_without_int8_instructions_uses_the_avx2_kernel_or_the_fallback(monkeypatch):
     monkeypatch.setattr(gemm_module.cpu_features, "int8_dot_instructions", lambda: ())
     gemm_module.gemm_backend.cache_clear()
     try:
         info = gemm_module.gemm_backend()
-        assert info.name == "float32_blocked" and "no int8 dot-product" in info.reason
+        want = "avx2_madd16" if cpu_features.kernel_isa() != "generic" else "float32_blocked"
+        assert info.name == want and "no int8 dot-product" in info.reason
     finally:
         gemm_module.gemm_backend.cache_clear()
 

@@ -26,9 +26,11 @@ def test_solution_notebook_runs_without_errors(executed):
 def test_table_has_every_mode_with_real_sizes_and_float_accuracy(executed):
     _, results, _ = executed
     rows = {(r["model"], r["mode"]): r for r in results["ptq_table"]}
-    assert len(rows) == 12
+    assert len(rows) == 14
     for model in ("mlp", "cnn"):
         fp32 = rows[model, "fp32"]["accuracy"]
+        folded = rows[model, "fp32, folded"]  # the same function, batch norm folded
+        assert abs(folded["accuracy"] - fp32) <= 0.002 and folded["size vs fp32"] <= 1
         full = rows[model, "full integer int8"]
         assert 0.24 < full["size vs fp32"] < 0.27                    # 4x smaller + qparams
         assert 0.24 < rows[model, "dynamic range int8"]["size vs fp32"] < 0.27

@@ -289,3 +289,27 @@ def test_compare_interleaves_calls_and_summarizes_medians():
 def test_compare_rejects_bad_input(fns, kwargs, error):
     with pytest.raises(error):
         measure.compare_samples(fns, **kwargs)
+
+
+# ------------------------------------------------------------------------------ accuracy
+@pytest.mark.parametrize(("k", "n"), [(960, 1000), (0, 10), (10, 10), (1, 3), (517, 1000)])
+def test_accuracy_interval_is_scipys_wilson_interval(k, n):
+    from scipy.stats import binomtest
+
+    from course.measure import accuracy_interval
+
+    want = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = accuracy_interval(k / n, n)
+    assert lo == pytest.approx(want.low, abs=1e-9) and hi == pytest.approx(want.high, abs=1e-9)
+
+
+def test_accuracy_interval_refuses_bad_input_naming_it():
+    from course.measure import accuracy_interval, format_accuracy
+
+    with pytest.raises(ValueError, match="accuracy"):
+        accuracy_interval(96.0, 1000)  # a percentage, not a fraction
+    with pytest.raises(TypeError, match="n must be an int"):
+        accuracy_interval(0.5, 10.0)
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        accuracy_interval(0.5, 0)
+    assert format_accuracy(0.96, 1000) == "96.00 % [94.60, 97.05]"

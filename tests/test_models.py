@@ -27,15 +27,16 @@ def test_every_model_maps_images_to_ten_logits(name):
 
 
 def test_model_names_and_builder():
-    assert models.MODEL_NAMES == ("mlp", "cnn", "resnet")
+    assert models.MODEL_NAMES == ("mlp", "deck_mlp", "cnn", "resnet")
     assert isinstance(models.build_model("mlp"), models.MLP)
+    assert isinstance(models.build_model("deck_mlp"), models.DeckMLP)
     assert isinstance(models.build_model("cnn"), models.SmallCNN)
     assert isinstance(models.build_model("resnet"), models.SmallResNet)
     assert isinstance(models.build_model(" MLP "), models.MLP)  # case and spaces forgiven
 
 
 def test_unknown_model_name_lists_the_choices():
-    with pytest.raises(ValueError, match="mlp, cnn, resnet") as err:
+    with pytest.raises(ValueError, match="mlp, deck_mlp, cnn, resnet") as err:
         models.build_model("vgg")
     assert "'vgg'" in str(err.value)
     with pytest.raises(TypeError, match="name"):
@@ -178,3 +179,16 @@ def test_seeded_builds_are_identical_and_unseeded_differ():
     c = models.build_model("cnn").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+
+
+def test_the_decks_mlp_puts_batch_norm_after_relu_with_the_same_parameters():
+    deck, ours = models.DeckMLP(), models.MLP()
+    names = [name for name, _ in deck.named_children()]
+    assert names == ["flatten", "fc1", "relu1", "bn1", "fc2", "relu2", "bn2", "fc3"]
+    assert sorted(deck.state_dict()) == sorted(ours.state_dict())
+    ours.load_state_dict(deck.state_dict())
+    deck.eval()
+    x = torch.rand(3, 784)
+    h = deck.bn1(torch.relu(deck.fc1(x)))  # ReLU first, then batch norm
+    rest = torch.nn.Sequential(*list(deck.children())[4:])
+    assert torch.allclose(rest(h), deck(x), atol=1e-6)

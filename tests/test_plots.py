@@ -199,3 +199,40 @@ def test_plot_lines_draws_each_series_against_x():
         plots.plot_lines([0, 1], {"a": [1, 2, 3]})
     with pytest.raises(TypeError):
         plots.plot_lines([0, 1], {})
+
+
+def test_accuracy_vs_portion_draws_one_line_per_label_and_the_float_line():
+    fig = plots.plot_accuracy_vs_portion([0.5, 0.75, 1.0], {"5 bits": [0.97, 0.96, 0.96],
+                                                            "3 bits": [0.9, 0.8, 0.7]}, 0.975)
+    lines = fig.axes[0].lines
+    assert [line.get_label() for line in lines] == ["5 bits", "3 bits", "float 97.5%"]
+    assert lines[-1].get_linestyle() == ":"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["50 %", "75 %", "100 %"]
+    with pytest.raises(ValueError, match="portions"):
+        plots.plot_accuracy_vs_portion([0.75, 0.5], {"a": [0.9, 0.9]}, 0.9)
+    with pytest.raises(ValueError, match="accuracies"):
+        plots.plot_accuracy_vs_portion([0.5], {"a": [90.0]}, 0.9)
+    with pytest.raises(ValueError, match="accuracies"):
+        plots.plot_accuracy_vs_portion([0.5, 1.0], {"a": [0.9]}, 0.9)
+
+
+def test_tradeoffs_draw_every_mode_per_model_with_accuracy_intervals():
+    from course.measure import accuracy_interval
+    from course.plots import plot_tradeoffs
+
+    rows = [{"model": model, "mode": mode, "size vs fp32": size, "speedup vs fp32": speed,
+             "accuracy": acc}
+            for model in ("mlp", "cnn")
+            for mode, size, speed, acc in (("fp32", 1.0, 1.0, 0.96), ("int8", 0.25, 2.5, 0.95))]
+    fig = plot_tradeoffs(rows, 1000)
+    size_ax, speed_ax, acc_ax = fig.axes
+    assert sorted(round(p.get_height(), 3) for p in size_ax.patches) == [0.25, 0.25, 1.0, 1.0]
+    assert sorted(round(p.get_height(), 3) for p in speed_ax.patches) == [1.0, 1.0, 2.5, 2.5]
+    lo, hi = accuracy_interval(0.95, 1000)
+    bars = [(round(float(seg[0][1]), 9), round(float(seg[1][1]), 9))
+            for coll in acc_ax.collections for seg in coll.get_segments()]
+    assert (round(lo, 9), round(hi, 9)) in bars and len(bars) == 4
+    with pytest.raises(ValueError, match=r"rows\[0\]"):
+        plot_tradeoffs([{"model": "mlp"}], 1000)
+    with pytest.raises(ValueError, match="non-empty"):
+        plot_tradeoffs([], 1000)

@@ -18,6 +18,12 @@ SHAPES = [  # (M, N, K): edges of the 4 x 16 tile, K around word boundaries, M o
 ]
 
 
+NO_AVX2 = "no AVX2 on this CPU: the AVX2 tile is never compiled here"
+RUNNABLE = [b for b in xg.BACKENDS if b != "tiled_avx2" or cpu_features.native_isa() != "generic"]
+PARAMS = [pytest.param(b, marks=pytest.mark.skipif(b not in RUNNABLE, reason=NO_AVX2))
+          for b in xg.BACKENDS]
+
+
 def signs(shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
     return torch.where(torch.randn(shape, generator=gen) >= 0, 1.0, -1.0)
 
@@ -26,8 +32,8 @@ def expected_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double().T).round().to(torch.int32)
 
 
-@pytest.mark.parametrize("backend", xg.BACKENDS)
-@pytest.mark.parametrize(("m", "n", "k"), SHAPES)
+@pytest.mark.parametrize("backend", PARAMS)
+@pytest.mark.parametrize(("m", "n", "k"), SHAPES + [(7, 9, 64 * 62 + 1), (3, 8, 64 * 31)])
 def test_equals_float64_matmul(backend, m, n, k):
     gen = torch.Generator().manual_seed(m * 1000 + n * 10 + k)
     a, b = signs((m, k), gen), signs((n, k), gen)
@@ -67,12 +73,33 @@ def test_scaled_output_fuses_scales_and_bias(m, n, k):
     expected = (sx.double() @ sw.double().T) * rows.double()[:, None] * cols.double() + bias
     results = {backend: xg.xnor_gemm(pack_sign_bits(x), pack_sign_bits(w), row_scale=rows,
                                      col_scale=cols, bias=bias, backend=backend)
-               for backend in xg.BACKENDS}
+               for backend in RUNNABLE}
     for out in results.values():
         assert out.dtype == torch.float32
         torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-5)
     # The vector epilogue does the scalar one's operations in the same order: same bits.
     assert torch.equal(results["tiled"], results["naive"])
+    if "tiled_avx2" in results:
+        assert torch.equal(results["tiled_avx2"], results["naive"])
+
+
+def test_default_backend_follows_the_cpu(monkeypatch):
+    monkeypatch.delenv(cpu_features.ISA_ENV, raising=False)
+    native = cpu_features.native_isa()
+    assert xg.default_backend() == ("tiled_avx2" if native == "avx2" else "tiled")
+    if native == "avx512":  # AVX-512 keeps its tile; forced AVX2 takes the AVX2 one
+        monkeypatch.setenv(cpu_features.ISA_ENV, "avx2")
+        assert xg.default_backend() == "tiled_avx2"
+        a, b = signs((10, 700), torch.Generator().manual_seed(1)), signs(
+            (11, 700), torch.Generator().manual_seed(2))
+        assert torch.equal(xg.xnor_gemm(pack_signs(a), pack_signs(b)), expected_dots(a, b))
+
+
+def test_avx2_tile_is_refused_off_x86(monkeypatch):
+    monkeypatch.setattr(cpu_features, "native_isa", lambda: "generic")
+    a = pack_signs(torch.ones(2, 8))
+    with pytest.raises(RuntimeError, match="x86-64"):
+        xg.xnor_gemm(a, a, backend="tiled_avx2")
 
 
 def test_mismatched_k_is_refused():
@@ -110,6 +137,9 @@ def test_panel_layout():
         p, c = divmod(j, xg.TILE_COLS)
         assert np.array_equal(panels[p, :, c], b[j])
     assert not panels[1, :, 21 - xg.TILE_COLS:].any()  # padding rows are zero
+    narrow = xg.panel_layout(b, 8)
+    assert narrow.shape == (3, 5, 8) and np.array_equal(narrow[2, :, 4], b[20])
+    assert not narrow[2, :, 5:].any()
 
 
 @numba.njit
@@ -134,7 +164,9 @@ def test_compile_report_and_kernel_info():
     assert report.source in ("disk cache", "compiled")
     assert xg.compile_kernels() is report  # measured once per process
     info = xg.kernel_info()
-    assert info["threads"] >= 1
-    if "avx512_vpopcntdq" in cpu_features.cpu_flags():
+    assert info["threads"] >= 1 and info["backend"] == xg.default_backend()
+    if info["backend"] == "tiled_avx2":
+        assert info["popcount"] == "vpshufb" and info["vector_bits"] == 256
+    elif "avx512_vpopcntdq" in cpu_features.cpu_flags():
         assert info["popcount"] == "vpopcntq"
         assert info["vector_bits"] == 512

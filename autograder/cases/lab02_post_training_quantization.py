@@ -49,8 +49,10 @@ def _requantize(hidden: bool) -> list[dict]:
         return [
             _requantize_case("a typical layer", integers(61, (4, 5), -20000, 20000, torch.int32),
                              m, s, 3),
-            _requantize_case("halves round up", torch.tensor([1, 3, 5, -1, -3, -5],
-                             dtype=torch.int32), 2**30, 32, 0),
+            # M = 2**30 / 2**31 = 1/2: every odd accumulator lands exactly on a half
+            _requantize_case("halves round up (M = 1/2: exact ties, negative ones too)",
+                             torch.tensor([1, 3, 5, -1, -3, -5], dtype=torch.int32),
+                             2**30, 31, 0),
         ]
     m, s = quantize_multiplier(0.0037)
     big = torch.tensor([2**31 - 1, -(2**31), 123456789, -987654321], dtype=torch.int32)

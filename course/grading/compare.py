@@ -148,6 +148,7 @@ def compare_tensor(
     integer: bool = False,
     rtol: float = FLOAT_RTOL,
     atol: float = FLOAT_ATOL,
+    boolean: bool = False,
 ) -> None:
     """Raise :class:`Mismatch` unless ``got`` matches ``expected`` element by element.
 
@@ -155,17 +156,22 @@ def compare_tensor(
     values; otherwise a floating dtype and values within ``atol + rtol * |expected|``.
     An element also passes when it matches the same element of any of ``alternatives``
     (results of other valid implementations, e.g. where float rounding meets a tie).
+    ``boolean``: ``got`` must be a bool tensor (a mask) with equal values.
     ``notes`` maps a flat index to an explanation added to the message for that element.
     """
     values, shape, kind = flatten(got, what)
     exp_values, exp_shape, _ = flatten(expected, "reference")
     if shape != exp_shape:
         raise Mismatch(f"{what} has shape {list(shape)}, expected {list(exp_shape)}")
+    if boolean and kind != "bool":
+        dtype = getattr(got, "dtype", kind)
+        raise Mismatch(f"{what} has dtype {dtype}; a mask must be a bool tensor "
+                       "(e.g. torch.zeros(shape, dtype=torch.bool))")
     if integer and kind != "int":
         dtype = getattr(got, "dtype", kind)
         raise Mismatch(f"{what} has dtype {dtype}; integer codes need an integer dtype "
                        "(e.g. .to(torch.int32) after rounding and clamping)")
-    if not integer and kind != "float":
+    if not integer and not boolean and kind != "float":
         dtype = getattr(got, "dtype", kind)
         raise Mismatch(f"{what} has dtype {dtype}; expected floating-point values "
                        "(e.g. torch.float32)")
@@ -174,7 +180,7 @@ def compare_tensor(
     for i in _range(_len(values)):
         g, e = values[i], exp_values[i]
         candidates = [e] + [alt[i] for alt in alt_values]
-        if integer:
+        if integer or boolean:
             ok = any(g == c for c in candidates)
         else:
             ok = any(close(_float(g), _float(c), rtol, atol) for c in candidates)

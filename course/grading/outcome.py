@@ -484,6 +484,9 @@ def judge(outcome: dict, case: dict) -> None:
         compare_tensor(got, expected, "the result", alternatives, case.get("notes"),
                        integer=kind == "int_tensor", rtol=case.get("rtol", 1e-5),
                        atol=case.get("atol", 1e-7))
+    elif kind == "bool_tensor":
+        compare_tensor(got, expected, "the result", alternatives, case.get("notes"),
+                       boolean=True)
     elif kind == "model":
         _judge_model(got, case, changed)
     elif kind == "tensor_dict":

@@ -3,7 +3,9 @@
 int8 (this package's int8 modules, channels-last activations):
 
 * :mod:`course.kernels.int8_gemm` — int8 x int8 -> int32 GEMM (``torch._int_mm`` on
-  oneDNN's VNNI/AMX kernels where verified exact, else an exact float32 blocked matmul);
+  oneDNN's VNNI/AMX kernels where verified exact; on AVX2 without VNNI the course's
+  ``vpmaddwd`` kernel, :mod:`~course.kernels.int8_gemm_avx2`; else an exact float32 blocked
+  matmul);
 * :mod:`course.kernels.requantize` — fixed-point requantization int32 -> int8 (integer
   multiplier in [2**30, 2**31), rounding right shift, bias and zero points fused);
 * :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM (int32 out);
@@ -16,7 +18,8 @@ int8 (this package's int8 modules, channels-last activations):
   fused with requantization;
 * :mod:`course.kernels.int8_dynamic` — on-the-fly activation quantization and the float
   epilogue of dynamic-range int8 layers;
-* :mod:`course.kernels.cpu_features` — what the CPU offers (SIMD level, int8 dot products).
+* :mod:`course.kernels.cpu_features` — what the CPU offers (SIMD level, int8 dot products,
+  the course kernels' level ``kernel_isa()``, lowered by ``COURSE_KERNEL_ISA=avx2``).
 
 binary (bits packed along K into 64-bit words, XNOR + popcount):
 
@@ -25,6 +28,11 @@ binary (bits packed along K into 64-bit words, XNOR + popcount):
   tiles, compiled once and cached on disk), with a plain reference;
 * :mod:`course.kernels.binary_conv` — binary Conv2d by packed im2col + the XNOR GEMM.
 
+powers of two (INQ's weights, 0 or ±2^n):
+
+* :mod:`course.kernels.pow2` — b-bit codes, their packing into bytes, and the product with
+  integer inputs by shifts and adds (numba), beside the int64 matmul it must equal.
+
 The functions ``int8_gemm`` and ``requantize`` are exported under their modules' names, so
 ``course.kernels.int8_gemm`` is the function; import a module's other names from the
 module itself (``from course.kernels.requantize import MULTIPLIER_BITS``).
@@ -32,7 +40,7 @@ module itself (``from course.kernels.requantize import MULTIPLIER_BITS``).
 Which path runs is never silent: :func:`backend` names the int8 GEMM path and
 :func:`backend_report` says why, with the CPU features seen.
 
->>> backend() in ("int_mm", "float32_blocked")
+>>> backend() in ("int_mm", "avx2_madd16", "float32_blocked")
 True
 """
 
@@ -78,9 +86,11 @@ from course.kernels.int8_dynamic import (
 from course.kernels.int8_gemm import (
     MAX_K,
     GemmBackend,
+    PackedInt8,
     gemm_backend,
     int8_gemm,
     int8_gemm_reference,
+    pack_int8,
     verify_exact,
 )
 from course.kernels.requantize import (
@@ -100,7 +110,8 @@ CONV_PATH = ("fused conv + requantization + max pooling, per layer: direct (smal
 
 
 def backend() -> str:
-    """Name of the int8 GEMM path in use: ``"int_mm"`` or ``"float32_blocked"``."""
+    """Name of the int8 GEMM path in use: ``"int_mm"``, ``"avx2_madd16"`` or
+    ``"float32_blocked"``."""
     return gemm_backend().name
 
 
@@ -109,14 +120,18 @@ def backend_report() -> dict[str, str]:
 
     >>> sorted(backend_report())
     ['cpu_capability', 'int8_conv', 'int8_gemm', 'int8_gemm_reason', 'int8_instructions', \
-'requantize']
+'kernel_isa', 'requantize', 'xnor_gemm']
     """
+    from course.kernels.xnor_gemm import default_backend
+
     info = gemm_backend()
     return {
         "int8_gemm": info.name,
         "int8_gemm_reason": info.reason,
         "cpu_capability": info.cpu_capability,
         "int8_instructions": ", ".join(info.int8_instructions) or "none",
+        "kernel_isa": info.kernel_isa,
+        "xnor_gemm": default_backend(),
         "requantize": REQUANTIZE_PATH,
         "int8_conv": CONV_PATH,
     }
@@ -134,6 +149,8 @@ __all__ = [
     "unpack_signs",
     "MAX_K",
     "GemmBackend",
+    "PackedInt8",
+    "pack_int8",
     "RequantParams",
     "activation_qparams",
     "backend",

@@ -275,7 +275,8 @@ def binary_conv2d(x: torch.Tensor, weight: PackedConvWeight,
                   stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, *,
                   out_scale: torch.Tensor | None = None,
                   position_scale: torch.Tensor | None = None, k_map: bool = False,
-                  bias: torch.Tensor | None = None, backend: str = "tiled") -> torch.Tensor:
+                  bias: torch.Tensor | None = None, backend: str | None = None
+                  ) -> torch.Tensor:
     """Convolution of ``sign(x)`` (x float ``(N, C, H, W)``) with a packed binary weight.
 
     Without scales: exact int32 ``(N, O, Ho, Wo)``. With ``out_scale`` ``(O,)`` (and
@@ -284,7 +285,8 @@ def binary_conv2d(x: torch.Tensor, weight: PackedConvWeight,
     ``position_scale``) uses XNOR-Net's K map of ``x`` (``mean_c |x|`` box-filtered, see
     :func:`k_map_from_mean_abs`), computed while ``x`` is packed. The result is a
     channels-last tensor (an ``(N, Ho, Wo, O)`` buffer seen as ``(N, O, Ho, Wo)``).
-    ``backend``: ``"tiled"`` or ``"naive"`` (see :func:`~course.kernels.xnor_gemm.xnor_gemm`).
+    ``backend``: ``None`` (the CPU's default), ``"tiled"``, ``"tiled_avx2"`` or ``"naive"``
+    (see :func:`~course.kernels.xnor_gemm.xnor_gemm`).
     """
     x = _check_float_tensor(x, "x", 4)
     if not isinstance(weight, PackedConvWeight):

@@ -80,7 +80,8 @@ from course.kernels.int8_conv_onednn import (
     onednn_available,
     onednn_exact,
 )
-from course.kernels.int8_gemm import MAX_K, gemm_backend, int8_gemm
+from course.kernels.int8_gemm import MAX_K, gemm_backend, int8_gemm, pack_int8
+from course.kernels.int8_gemm_avx2 import gemm_avx2
 from course.kernels.requantize import INT32_MAX, INT32_MIN, RequantParams, requantize_reference
 
 PATHS = ("direct", "onednn", "gemm")
@@ -351,6 +352,7 @@ class Conv2dRequantize:
         self._lo = np.int64(params.qmin - params.zero_point)
         self._hi = np.int64(params.qmax - params.zero_point)
         self._w_gemm = self.weight.reshape(c_out, k).t()  # [K, C_out], column major
+        self._w_packed = pack_int8(self._w_gemm) if path == "gemm" else None
         if path == "onednn":
             self._onednn = OneDnnConv(self.weight, stride=self.stride, padding=self.padding,
                                       pad_value=self.pad_value)
@@ -409,16 +411,22 @@ class Conv2dRequantize:
         cols = torch.empty(chunk * conv_h * conv_w, kh * kw * c_in, dtype=torch.int8)
         acc = torch.empty(chunk * conv_h * conv_w, c_out, dtype=torch.int32)
         cols_np, acc_np = cols.numpy(), acc.numpy().reshape(-1)
-        int_mm = gemm_backend().name == "int_mm"
+        gemm = gemm_backend().name
         for b0 in range(lo, hi, chunk):
             g = min(chunk, hi - b0)
             rows = g * conv_h * conv_w
             _im2col_chunk(x, b0, g, (kh, kw), self.stride, self.padding, self.pad_value,
                           (conv_h, conv_w), cols_np)
-            if int_mm:
+            if gemm == "int_mm":
                 torch._int_mm(cols[:rows], self._w_gemm, out=acc[:rows])
+            elif gemm == "avx2_madd16":
+                # serial: this thread is already one of run_chunks' per-core workers
+                panels = self._w_packed.panels
+                if panels is None or self._w_packed.version != self._w_gemm._version:
+                    panels = self._w_gemm
+                acc[:rows] = gemm_avx2(cols[:rows], panels, parallel=False)
             else:
-                acc[:rows] = int8_gemm(cols[:rows], self._w_gemm)
+                acc[:rows] = int8_gemm(cols[:rows], self._w_packed)
             _pool_requantize(acc_np, 0, b0, g, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,
                              b_row, self.params.zero_point, self._lo, self._hi, out)
 
@@ -479,8 +487,18 @@ class Conv2dRequantize:
         out_np = out.numpy()
         threads = torch.get_num_threads()
         unit = batch if threads <= 1 else -(-batch // (threads * TASKS_PER_THREAD))
-        run_chunks(lambda lo, hi: run(source, out_np, lo, hi, geometry),
-                   split_batch(batch, unit), threads)
+        chunks = split_batch(batch, unit)
+        if threads > 1 and len(chunks) > 1:
+            # One task per core already: PyTorch's own ops inside the tasks (torch._int_mm)
+            # run single-threaded meanwhile, or the cores are oversubscribed.
+            torch.set_num_threads(1)
+            try:
+                run_chunks(lambda lo, hi: run(source, out_np, lo, hi, geometry), chunks,
+                           threads)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            run_chunks(lambda lo, hi: run(source, out_np, lo, hi, geometry), chunks, threads)
         return out
 
     def __reduce__(self) -> tuple:

@@ -4,19 +4,25 @@
 ``b`` int8 ``[K, N]`` and ``c`` int32 ``[M, N]``, exactly (no rounding, no overflow: ``K`` is
 at most :data:`MAX_K`, so every sum fits in int32).
 
-Two fast paths, chosen once per process and reported by :func:`gemm_backend`:
+Three paths, chosen once per process and reported by :func:`gemm_backend`:
 
 * ``"int_mm"`` — ``torch._int_mm``, which runs oneDNN's int8 kernels (AVX512-VNNI or AMX
   instructions: 4 int8 multiply-adds per 32-bit lane and instruction). Chosen only where the
   CPU advertises those instructions *and* a bit-exactness check against
   :func:`int8_gemm_reference` passes (pytorch issue 136746: an older release overflowed
   silently on CPUs without VNNI).
-* ``"float32_blocked"`` — a portable exact fallback: float32 ``torch.matmul`` on blocks of
-  ``K`` of at most :data:`FLOAT32_EXACT_BLOCK` = 1024. An int8 product is at most
-  ``2**14`` in magnitude, so any partial sum of 1024 of them is an integer of magnitude at
-  most ``2**24`` and float32 holds it exactly, in any summation order; the block results are
-  converted to int32 and added. If float32 matmuls may use reduced precision
-  (``torch.get_float32_matmul_precision() != "highest"``), float64 is used instead.
+* ``"avx2_madd16"`` — x86-64 with AVX2 but no VNNI (most laptops): the course's numba
+  kernel on ``vpmaddwd`` (int8 widened to int16, 16 exact multiply-adds per instruction,
+  no saturation; :mod:`course.kernels.int8_gemm_avx2`), chosen where
+  :func:`course.kernels.cpu_features.kernel_isa` is ``"avx2"`` or ``"avx512"`` and its
+  exactness check passes. Never compiled elsewhere (ARM).
+* ``"float32_blocked"`` — a portable exact fallback (any other CPU): float32
+  ``torch.matmul`` on blocks of ``K`` of at most :data:`FLOAT32_EXACT_BLOCK` = 1024. An
+  int8 product is at most ``2**14`` in magnitude, so any partial sum of 1024 of them is an
+  integer of magnitude at most ``2**24`` and float32 holds it exactly, in any summation
+  order; the block results are converted to int32 and added. If float32 matmuls may use
+  reduced precision (``torch.get_float32_matmul_precision() != "highest"``), float64 is
+  used instead.
 
 :func:`int8_gemm_reference` is the slow, obviously-correct version: an int64 sum of
 outer products, one ``k`` at a time.
@@ -34,6 +40,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from numba.core.errors import NumbaError
 
 from course.kernels import cpu_features
 
@@ -47,7 +54,7 @@ MAX_K = (2**31 - 1) // MAX_PRODUCT
 FLOAT32_EXACT_BLOCK = 2**24 // MAX_PRODUCT
 """Reduction length (1024) whose partial sums float32 holds exactly (|sum| <= 2**24)."""
 
-BACKENDS = ("int_mm", "float32_blocked", "reference")
+BACKENDS = ("int_mm", "avx2_madd16", "float32_blocked", "reference")
 """Names accepted by ``int8_gemm(..., backend=...)``; ``None`` means the verified default."""
 
 _CHECK_SHAPE = (7, 2 * FLOAT32_EXACT_BLOCK + 5, 9)
@@ -60,7 +67,7 @@ class GemmBackend:
     """Which int8 GEMM path ``int8_gemm`` takes by default, and why.
 
     Attributes:
-        name: ``"int_mm"`` or ``"float32_blocked"``.
+        name: ``"int_mm"``, ``"avx2_madd16"`` or ``"float32_blocked"``.
         reason: one sentence: the CPU features seen and the result of the exactness check.
         cpu_capability: ``torch.backends.cpu.get_cpu_capability()`` (e.g. ``"AVX512"``).
         int8_instructions: the int8 dot-product instruction sets the CPU advertises.
@@ -70,9 +77,42 @@ class GemmBackend:
     reason: str
     cpu_capability: str
     int8_instructions: tuple[str, ...]
+    kernel_isa: str = "generic"
+
+
+@dataclass(frozen=True, eq=False)
+class PackedInt8:
+    """A right operand ``b [K, N]`` int8 prepared once for many :func:`int8_gemm` calls
+    (a layer's weight): the tensor itself and, on the ``"avx2_madd16"`` path, its packed
+    int16 panels. If ``b`` is modified in place later (its version counter moves), the panels
+    are ignored and ``b`` is used as it is now.
+    """
+
+    b: torch.Tensor
+    panels: object
+    version: int
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.b.shape
+
+
+def pack_int8(b: torch.Tensor) -> PackedInt8:
+    """Prepare int8 ``b [K, N]`` (e.g. ``weight.t()``) for the default path of int8_gemm."""
+    if not isinstance(b, torch.Tensor) or b.dtype != torch.int8 or b.dim() != 2:
+        raise TypeError(f"b must be a 2-D int8 tensor, got "
+                        f"{getattr(b, 'dtype', type(b).__name__)}")
+    panels = None
+    if gemm_backend().name == "avx2_madd16":
+        from course.kernels.int8_gemm_avx2 import pack_b
+
+        panels = pack_b(b)
+    return PackedInt8(b, panels, b._version)
 
 
 def _check_operands(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(b, PackedInt8):
+        b = b.b
     for name, t in (("a", a), ("b", b)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -144,8 +184,21 @@ def _gemm_float32_blocked(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _gemm_avx2(a: torch.Tensor, b: torch.Tensor | PackedInt8) -> torch.Tensor:
+    if not cpu_features.is_x86_64() or cpu_features.native_isa() == "generic":
+        raise RuntimeError("the avx2_madd16 int8 GEMM needs an x86-64 CPU with AVX2 and FMA")
+    from course.kernels.int8_gemm_avx2 import gemm_avx2
+
+    if isinstance(b, PackedInt8):
+        if b.panels is not None and b.b._version == b.version:
+            return gemm_avx2(a, b.panels)
+        b = b.b
+    return gemm_avx2(a, b)
+
+
 _IMPLEMENTATIONS = {
     "int_mm": _gemm_int_mm,
+    "avx2_madd16": _gemm_avx2,
     "float32_blocked": _gemm_float32_blocked,
 }
 
@@ -172,7 +225,7 @@ def verify_exact(name: str) -> bool:
     a, b = _check_problem()
     try:
         got = _IMPLEMENTATIONS[name](a, b)
-    except RuntimeError:
+    except (RuntimeError, NumbaError):
         return False
     return got.dtype == torch.int32 and torch.equal(got, int8_gemm_reference(a, b))
 
@@ -181,7 +234,7 @@ def verify_exact(name: str) -> bool:
 def gemm_backend() -> GemmBackend:
     """The default path of :func:`int8_gemm`, chosen (and verified) once per process.
 
-    >>> gemm_backend().name in ("int_mm", "float32_blocked")
+    >>> gemm_backend().name in ("int_mm", "avx2_madd16", "float32_blocked")
     True
     """
     capability = cpu_features.cpu_capability()
@@ -190,23 +243,35 @@ def gemm_backend() -> GemmBackend:
     if instructions and hasattr(torch, "_int_mm"):
         if verify_exact("int_mm"):
             return GemmBackend("int_mm", f"torch._int_mm (oneDNN) verified bit-exact; {seen}",
-                               capability, instructions)
-        reason = f"torch._int_mm failed the exactness check; {seen}"
+                               capability, instructions, cpu_features.kernel_isa())
+        reason = "torch._int_mm failed the exactness check"
     else:
-        reason = f"no int8 dot-product instructions for oneDNN; {seen}"
+        reason = "no int8 dot-product instructions for oneDNN"
+    isa = cpu_features.kernel_isa()
+    forced = (f" ({cpu_features.ISA_ENV}={isa}; the CPU has {cpu_features.native_isa()})"
+              if cpu_features.isa_forced() else "")
+    seen += f", course kernels: {isa}{forced}"
+    if isa in ("avx2", "avx512"):
+        if verify_exact("avx2_madd16"):
+            return GemmBackend("avx2_madd16", f"numba vpmaddwd int8 GEMM (int16 products, int32 "
+                               f"sums) verified bit-exact; {reason}; {seen}",
+                               capability, instructions, isa)
+        reason += "; the avx2_madd16 kernel failed the exactness check"
     if not verify_exact("float32_blocked"):  # pragma: no cover - would mean a broken BLAS
         raise RuntimeError(f"no exact int8 GEMM path on this machine ({reason})")
-    return GemmBackend("float32_blocked", f"exact float32 blocked matmul: {reason}",
-                       capability, instructions)
+    return GemmBackend("float32_blocked", f"exact float32 blocked matmul: {reason}; {seen}",
+                       capability, instructions, isa)
 
 
-def int8_gemm(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+def int8_gemm(a: torch.Tensor, b: torch.Tensor | PackedInt8, *,
+              backend: str | None = None) -> torch.Tensor:
     """Exact ``a @ b`` of int8 matrices with int32 accumulation.
 
     Args:
         a: int8 ``[M, K]`` (any strides), CPU.
         b: int8 ``[K, N]`` (any strides; ``w.t()`` of a contiguous ``[N, K]`` weight is the
-            fast layout), CPU. ``K <= MAX_K``.
+            fast layout), CPU, or the same prepared once by :func:`pack_int8`.
+            ``K <= MAX_K``.
         backend: ``None`` for :func:`gemm_backend` (verified once), or one of
             :data:`BACKENDS` to force a path (``"reference"`` is the slow loop).
 
@@ -216,9 +281,11 @@ def int8_gemm(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -
     >>> int8_gemm(torch.ones(2, 3, dtype=torch.int8), torch.ones(3, 4, dtype=torch.int8)).sum()
     tensor(24)
     """
+    packed = b
     a, b = _check_operands(a, b)
     if backend is None:
-        return _IMPLEMENTATIONS[gemm_backend().name](a, b)
+        name = gemm_backend().name
+        return _IMPLEMENTATIONS[name](a, packed if name == "avx2_madd16" else b)
     if backend == "reference":
         return int8_gemm_reference(a, b)
     if backend not in _IMPLEMENTATIONS:

@@ -13,19 +13,23 @@ in both operands, so they never differ and ``K`` is the true length.
 weight, so ``c = A @ B.T`` on the ±1 matrices — as int32 ``(M, N)``, or, with scales,
 ``c * row_scale[:, None] * col_scale[None, :] + bias`` in float32, fused into the kernel.
 
-Three versions, chosen by name (``backend=``) and all exact:
+Four versions, chosen by name (``backend=``; ``None`` picks :func:`default_backend` by the
+CPU, see :func:`course.kernels.cpu_features.kernel_isa`), all exact:
 
-* ``"tiled"`` (default) — a register tile of :data:`TILE_ROWS` rows of ``a`` by
-  :data:`TILE_COLS` rows of ``b``: per packed word, the tile's ``b`` words are loaded as
-  vectors of :data:`VECTOR_WORDS` words (one 512-bit register each), every ``a`` word is
-  broadcast, and XOR, popcount and add run on whole vectors, so every loaded word is used
-  several times and the 4 x 16 sums stay in registers for the whole K loop. ``b`` is
-  first re-laid out in panels of 16 rows, word-interleaved (:func:`panel_layout`), so that
-  the 16 words of one panel at one position of K are contiguous. The tile is written as a
-  numba ``@intrinsic`` emitting LLVM vector IR (``llvm.ctpop.v8i64``): LLVM's
-  auto-vectorizer, left alone, vectorizes along K and pays a horizontal sum per output,
-  and prefers 256-bit vectors on recent Intel CPUs. Blocks of rows of ``a`` run in
-  parallel (numba ``parallel=True``).
+* ``"tiled"`` (the default on AVX-512 CPUs and non-x86 ones) — a register tile of
+  :data:`TILE_ROWS` rows of ``a`` by :data:`TILE_COLS` rows of ``b``: per packed word, the
+  tile's ``b`` words are loaded as vectors of :data:`VECTOR_WORDS` words (one 512-bit
+  register each), every ``a`` word is broadcast, and XOR, popcount and add run on whole
+  vectors, so every loaded word is used several times and the 4 x 16 sums stay in registers
+  for the whole K loop. ``b`` is first re-laid out in panels of 16 rows, word-interleaved
+  (:func:`panel_layout`), so that the 16 words of one panel at one position of K are
+  contiguous. The tile is written as a numba ``@intrinsic`` emitting LLVM vector IR
+  (``llvm.ctpop.v8i64``): LLVM's auto-vectorizer, left alone, vectorizes along K and pays a
+  horizontal sum per output, and prefers 256-bit vectors on recent Intel CPUs. Blocks of
+  rows of ``a`` run in parallel (numba ``parallel=True``).
+* ``"tiled_avx2"`` (the default on AVX2 CPUs without AVX-512) — a 3 x 8 tile of 256-bit
+  vectors with a ``vpshufb`` nibble-lookup popcount summed in bytes and reduced once per 31
+  words (:mod:`course.kernels.xnor_gemm_avx2`); x86 only, never compiled elsewhere.
 * ``"naive"`` — one output at a time with the scalar :func:`popcount64` (LLVM's
   ``llvm.ctpop.i64``), parallel over rows; LLVM vectorizes its loop along K. The difference
   to ``"tiled"`` is what register tiling buys.
@@ -64,10 +68,11 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from course.kernels import cpu_features
 from course.kernels.bitpack import WORD_BITS, WORD_DTYPE, PackedBits
 
-BACKENDS = ("tiled", "naive", "reference")
-"""The implementations of :func:`xnor_gemm`, fastest first."""
+BACKENDS = ("tiled", "tiled_avx2", "naive", "reference")
+"""The implementations of :func:`xnor_gemm`."""
 
 TILE_ROWS = 4
 """Rows of ``a`` per register tile of the tiled kernel."""
@@ -85,6 +90,24 @@ PANEL_BLOCK_BYTES = 512 * 1024
 """Bytes of ``b`` panels the tiled kernel sweeps per block (they stay in a core's L2)."""
 
 _POPCOUNT_TABLE = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+def default_backend() -> str:
+    """The path :func:`xnor_gemm` takes when none is named: ``"tiled_avx2"`` where
+    :func:`~course.kernels.cpu_features.kernel_isa` is ``"avx2"``, else ``"tiled"`` (AVX-512
+    vectors; portable LLVM IR on other CPUs)."""
+    return "tiled_avx2" if cpu_features.kernel_isa() == "avx2" else "tiled"
+
+
+def _check_backend(backend: str | None, allowed: tuple[str, ...]) -> str:
+    if backend is None:
+        return default_backend()
+    if backend not in allowed:
+        raise ValueError(f"backend must be None or one of {', '.join(allowed)}, got "
+                         f"{backend!r}")
+    if backend == "tiled_avx2" and cpu_features.native_isa() == "generic":
+        raise RuntimeError("backend 'tiled_avx2' needs an x86-64 CPU with AVX2")
+    return backend
 
 
 # ----------------------------------------------------------------------------- intrinsics
@@ -326,20 +349,21 @@ def _xnor_gemm_naive(a, b, length, row_scale, col_scale, bias, out):
             _store(out, i, j, length, _dot(a, i, b, j), row_scale, col_scale, bias)
 
 
-def panel_layout(b_words: np.ndarray) -> np.ndarray:
-    """Rows of ``b`` (uint64 ``(N, W)``) in panels of :data:`TILE_COLS` rows, interleaved
-    word by word: ``(ceil(N / 16), W, 16)``, with zero rows after row ``N - 1``.
+def panel_layout(b_words: np.ndarray, cols: int = TILE_COLS) -> np.ndarray:
+    """Rows of ``b`` (uint64 ``(N, W)``) in panels of ``cols`` rows (:data:`TILE_COLS` = 16
+    by default), interleaved word by word: ``(ceil(N / cols), W, cols)``, with zero rows after
+    row ``N - 1``.
 
-    ``panels[p, w, c] == b_words[16 * p + c, w]``. The tiled kernel reads the 16 words of a
+    ``panels[p, w, c] == b_words[cols * p + c, w]``. The tiled kernel reads the 16 words of a
     panel at position ``w`` as two contiguous vectors.
     """
     if not isinstance(b_words, np.ndarray) or b_words.dtype != WORD_DTYPE or b_words.ndim != 2:
         raise TypeError("b_words must be a uint64 numpy.ndarray of shape (N, W)")
     n, n_words = b_words.shape
-    n_panels = -(-n // TILE_COLS)
-    padded = np.zeros((n_panels * TILE_COLS, n_words), dtype=WORD_DTYPE)
+    n_panels = -(-n // cols)
+    padded = np.zeros((n_panels * cols, n_words), dtype=WORD_DTYPE)
     padded[:n] = b_words
-    return np.ascontiguousarray(padded.reshape(n_panels, TILE_COLS, n_words).transpose(0, 2, 1))
+    return np.ascontiguousarray(padded.reshape(n_panels, cols, n_words).transpose(0, 2, 1))
 
 
 # ----------------------------------------------------------------------------- reference
@@ -402,7 +426,7 @@ def _word_matrix(value: object, name: str) -> np.ndarray:
 
 def xnor_gemm_words(a_words: np.ndarray, b_words: np.ndarray, length: int,
                     row_scale: object = None, col_scale: object = None, bias: object = None,
-                    backend: str = "tiled") -> np.ndarray:
+                    backend: str | None = None) -> np.ndarray:
     """Low-level form of :func:`xnor_gemm` on raw words, for kernels that lay bits out
     themselves (the packed convolution puts padding bits after every group of channels).
 
@@ -412,8 +436,7 @@ def xnor_gemm_words(a_words: np.ndarray, b_words: np.ndarray, length: int,
     two together or none; ``bias`` only with them. Returns a numpy array ``(M, N)``: int32
     without scales, float32 with.
     """
-    if backend not in ("tiled", "naive"):
-        raise ValueError(f"backend must be 'tiled' or 'naive' here, got {backend!r}")
+    backend = _check_backend(backend, ("tiled", "tiled_avx2", "naive"))
     a_words = _word_matrix(a_words, "a_words")
     b_words = _word_matrix(b_words, "b_words")
     (m, n_words), n = a_words.shape, b_words.shape[0]
@@ -443,6 +466,13 @@ def xnor_gemm_words(a_words: np.ndarray, b_words: np.ndarray, length: int,
         block = max(1, PANEL_BLOCK_BYTES // panel_bytes)
         _xnor_gemm_tiled(a_words, panel_layout(b_words), np.int64(length), np.int64(block),
                          *scales, out)
+    elif backend == "tiled_avx2":
+        from course.kernels import xnor_gemm_avx2 as avx2
+
+        panel_bytes = avx2.TILE_COLS * WORD_DTYPE.itemsize * max(1, n_words)
+        block = max(1, PANEL_BLOCK_BYTES // panel_bytes)
+        avx2.xnor_gemm_tiled_avx2(a_words, panel_layout(b_words, avx2.TILE_COLS),
+                                  np.int64(length), np.int64(block), *scales, out)
     else:
         _xnor_gemm_naive(a_words, b_words, np.int64(length), *scales, out)
     return out
@@ -450,14 +480,15 @@ def xnor_gemm_words(a_words: np.ndarray, b_words: np.ndarray, length: int,
 
 def xnor_gemm(a: PackedBits, b: PackedBits, *, row_scale: torch.Tensor | None = None,
               col_scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-              backend: str = "tiled") -> torch.Tensor:
+              backend: str | None = None) -> torch.Tensor:
     """``A @ B.T`` for ±1 matrices packed along K: ``a`` is ``(M, K)``, ``b`` is ``(N, K)``.
 
     Returns int32 ``(M, N)`` exact dot products ``K - 2 * popcount(a_i XOR b_j)``. With
     ``row_scale`` ``(M,)`` and ``col_scale`` ``(N,)`` (both, or neither) and optional
     ``bias`` ``(N,)``, returns float32 ``dot * row_scale[i] * col_scale[j] + bias[j]``
     computed in the same pass (XNOR-Net: ``beta`` per input row, ``alpha`` per output).
-    ``backend``: one of :data:`BACKENDS`. Different ``K`` is a ``ValueError``.
+    ``backend``: ``None`` (:func:`default_backend`) or one of :data:`BACKENDS`. Different
+    ``K`` is a ``ValueError``.
 
     >>> from course.kernels.bitpack import pack_signs
     >>> x = pack_signs(torch.tensor([[1, -1]]))
@@ -465,8 +496,7 @@ def xnor_gemm(a: PackedBits, b: PackedBits, *, row_scale: torch.Tensor | None = 
     tensor([[3.]])
     """
     length = _check_operands(a, b)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = _check_backend(backend, BACKENDS)
     if backend != "reference":
         return torch.from_numpy(xnor_gemm_words(a.words, b.words, length, row_scale,
                                                 col_scale, bias, backend=backend))
@@ -507,20 +537,33 @@ class CompileReport:
         return "disk cache" if self.cache_misses == 0 else "compiled"
 
 
-_KERNELS = (_xnor_gemm_tiled, _xnor_gemm_naive)
+def _kernels() -> tuple:
+    kernels = [_xnor_gemm_tiled, _xnor_gemm_naive]
+    if "tiled_avx2" in _compiled_backends():
+        from course.kernels.xnor_gemm_avx2 import xnor_gemm_tiled_avx2
+
+        kernels.append(xnor_gemm_tiled_avx2)
+    return tuple(kernels)
+
+
+def _compiled_backends() -> tuple[str, ...]:
+    """What :func:`compile_kernels` prepares: this CPU's default tile and the naive loop."""
+    return (default_backend(), "naive")
 
 
 def _cache_counts() -> tuple[int, int]:
-    hits = sum(sum(kernel.stats.cache_hits.values()) for kernel in _KERNELS)
-    misses = sum(sum(kernel.stats.cache_misses.values()) for kernel in _KERNELS)
+    kernels = _kernels()
+    hits = sum(sum(kernel.stats.cache_hits.values()) for kernel in kernels)
+    misses = sum(sum(kernel.stats.cache_misses.values()) for kernel in kernels)
     return hits, misses
 
 
 def compile_kernels() -> CompileReport:
     """Compile (or load from the disk cache) every signature the library uses, timed.
 
-    The signatures: int32 output, and float32 output with scales, for both numba backends.
-    Calling it again in the same process costs nothing and reports the first time's figures.
+    The signatures: int32 output, and float32 output with scales, for this CPU's default
+    tile (:func:`default_backend`) and the naive loop. Calling it again in the same process
+    costs nothing and reports the first time's figures.
     """
     global _COMPILE_REPORT
     if _COMPILE_REPORT is not None:
@@ -529,7 +572,7 @@ def compile_kernels() -> CompileReport:
     words = np.zeros((TILE_COLS + 1, 1), dtype=WORD_DTYPE)
     scale = np.ones(TILE_COLS + 1, dtype=np.float32)
     start = time.perf_counter()
-    for backend in ("tiled", "naive"):
+    for backend in _compiled_backends():
         xnor_gemm_words(words, words, 1, backend=backend)
         xnor_gemm_words(words, words, 1, scale, scale, scale, backend=backend)
     seconds = time.perf_counter() - start
@@ -546,24 +589,38 @@ def _tile_probe(a, panels):
     return _tile_popcounts(a, 0, panels, 0)
 
 
+
+
 def kernel_info() -> dict[str, object]:
-    """How LLVM compiled the tiled kernel's inner loop on this CPU: the popcount instruction
-    (``"vpopcntq"``, ``"popcnt"`` or ``"other"``), the widest vector register it uses (bits,
-    64 for scalar code) and numba's thread count.
+    """How LLVM compiled the default tile's inner loop on this CPU: the backend
+    (:func:`default_backend`), the popcount instruction (``"vpopcntq"``, ``"popcnt"``,
+    ``"vpshufb"`` for a nibble lookup, or ``"other"``), the widest vector register it uses
+    (bits, 64 for scalar code) and numba's thread count.
 
     Numba does not keep the assembly of cached code, so the tile alone is compiled again
     without the cache (under a second) and its assembly read.
 
     >>> sorted(kernel_info())
-    ['popcount', 'threads', 'vector_bits']
+    ['backend', 'popcount', 'threads', 'vector_bits']
     """
-    probe = numba.njit(cache=False)(_tile_probe)
-    probe(np.zeros((TILE_ROWS, 1), dtype=WORD_DTYPE), np.zeros((1, 1, TILE_COLS), WORD_DTYPE))
+    backend = default_backend()
+    if backend == "tiled_avx2":
+        from course.kernels.xnor_gemm_avx2 import TILE_COLS as cols
+        from course.kernels.xnor_gemm_avx2 import TILE_ROWS as rows
+        from course.kernels.xnor_gemm_avx2 import tile_probe
+
+        probe = numba.njit(cache=False)(tile_probe)
+    else:
+        rows, cols = TILE_ROWS, TILE_COLS
+        probe = numba.njit(cache=False)(_tile_probe)
+    probe(np.zeros((rows, 1), dtype=WORD_DTYPE), np.zeros((1, 1, cols), WORD_DTYPE))
     assembly = "\n".join(probe.inspect_asm().values())
     if re.search(r"vpopcntq\s", assembly):
         popcount = "vpopcntq"
     elif re.search(r"\bpopcnt", assembly):
         popcount = "popcnt"
+    elif re.search(r"vpshufb\s", assembly):
+        popcount = "vpshufb"
     else:
         popcount = "other"
     bits = 64
@@ -571,4 +628,5 @@ def kernel_info() -> dict[str, object]:
         if re.search(r"(vpxorq|vpxor|vpaddq)\s[^\n]*" + register, assembly):
             bits = width
             break
-    return {"popcount": popcount, "vector_bits": bits, "threads": numba.get_num_threads()}
+    return {"backend": backend, "popcount": popcount, "vector_bits": bits,
+            "threads": numba.get_num_threads()}

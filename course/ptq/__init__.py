@@ -40,7 +40,7 @@ from course.ptq.observers import (
     Observer,
     PercentileObserver,
 )
-from course.ptq.plan import plan_model
+from course.ptq.plan import plan_model, to_folded_fp32
 
 __all__ = [
     "OBSERVERS",
@@ -67,6 +67,7 @@ __all__ = [
     "fake_quant_twin",
     "fold_batch_norm",
     "plan_model",
+    "to_folded_fp32",
     "to_dynamic_int8",
     "to_float16",
     "to_full_integer",

@@ -22,6 +22,7 @@ from course.kernels import (
     conv2d_int8,
     dequantize_accumulators,
     int8_gemm,
+    pack_int8,
     quantize_activations,
 )
 from course.ptq.integer_layers import quantize_layer_weights
@@ -49,6 +50,7 @@ class _DynamicLayer(nn.Module):
     def refresh(self) -> None:
         """Recompute the weights' row sums (the zero-point correction) after loading."""
         self._w_sum = self.weight.reshape(self.weight.shape[0], -1).to(torch.int64).sum(1)
+        self._w_packed = pack_int8(self.weight.t()) if self.weight.dim() == 2 else None
 
 
 class DynamicInt8Linear(_DynamicLayer):
@@ -66,7 +68,7 @@ class DynamicInt8Linear(_DynamicLayer):
                              f"{self.weight.shape[1]}")
         lead = x.shape[:-1]
         q, scale, zp = quantize_activations(x.reshape(-1, x.shape[-1]))
-        acc = int8_gemm(q, self.weight.t())
+        acc = int8_gemm(q, self._w_packed)
         y = dequantize_accumulators(acc, scale, zp, self.weight_scale, self._w_sum, self.bias)
         return y.reshape(*lead, -1)
 

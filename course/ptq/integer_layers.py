@@ -36,6 +36,7 @@ from course.kernels import (
     backend_report,
     int8_gemm,
     max_pool2d_int8,
+    pack_int8,
     prepare_requantize,
     quantize_multiplier_per_channel,
     quantize_to_int8,
@@ -252,12 +253,16 @@ class IntLinear(_IntLayer):
         w_q, w_s, b_q = quantize_layer_weights(weight, layer.bias, input_qparams[0])
         return cls(w_q, w_s, b_q, input_qparams, output_qparams, relu)
 
+    def refresh(self) -> None:
+        super().refresh()
+        self._w_packed = pack_int8(self.weight.t())  # the GEMM's weight, packed once
+
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         q = _check_codes(q, "q", (2,))
         if q.shape[1] != self.weight.shape[1]:
             raise ValueError(f"q has {q.shape[1]} features, the layer expects "
                              f"{self.weight.shape[1]}")
-        return requantize_prepared(int8_gemm(q, self.weight.t()), self._params)
+        return requantize_prepared(int8_gemm(q, self._w_packed), self._params)
 
     def fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fake_quant_output(F.linear(x, self._w_hat, self._b_hat))

@@ -99,23 +99,30 @@ def quantize_k(x: torch.Tensor, bits: int) -> torch.Tensor:
     return _QuantizeK.apply(x, 2**bits - 1)
 
 
-def quantize_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
+def quantize_weights(w: torch.Tensor, bits: int, *, scaled_sign: bool = True) -> torch.Tensor:
     """DoReFa's weight quantizer (see the module doc); same shape and dtype as ``w``.
 
-    ``bits=1``: ``sign(w) * mean|w|`` (sign(0) = +1), identity gradient.
+    ``bits=1``: ``sign(w) * mean|w|`` (sign(0) = +1), identity gradient — the paper's 1-bit
+    rule. With ``scaled_sign=False`` the k-bit formula below is used at 1 bit too, as Larq's
+    ``DoReFa(k_bit=1, mode="weights")`` does (the lecture's hands-on): unscaled ``-1`` / ``+1``
+    (``w = 0`` gives ``-1``: the rounding is half to even), gradient through ``tanh``.
     ``2 <= bits <= 16``: values ``2i / (2^bits - 1) - 1``; gradient through ``tanh`` and the
     normalisation, straight through the rounding. ``bits=32``: ``w`` unchanged.
 
     >>> quantize_weights(torch.tensor([-2.0, 0.0, 1.0]), 1)
     tensor([-1.,  1.,  1.])
+    >>> quantize_weights(torch.tensor([-2.0, 0.0, 1.0]), 1, scaled_sign=False)
+    tensor([-1., -1.,  1.])
     """
     w = check_float_tensor(w, "w")
     bits = _check_bits(bits, "bits")
+    if not isinstance(scaled_sign, bool):
+        raise TypeError(f"scaled_sign must be a bool, got {type(scaled_sign).__name__}")
     if w.numel() == 0:
         raise ValueError("w must not be empty")
     if bits == FLOAT_BITS:
         return w
-    if bits == 1:
+    if bits == 1 and scaled_sign:
         return _SignTimesMeanAbs.apply(w)
     t = torch.tanh(w)
     normalised = t / (2 * t.abs().max()) + 0.5
@@ -214,8 +221,13 @@ class _DoReFaMixin:
     activation_bits: int | None
     gradient_bits: int
 
+    scaled_sign: bool = True
+
     def _set_bits(self, weight_bits: int, activation_bits: int | None,
-                  gradient_bits: int) -> None:
+                  gradient_bits: int, scaled_sign: bool = True) -> None:
+        if not isinstance(scaled_sign, bool):
+            raise TypeError(f"scaled_sign must be a bool, got {type(scaled_sign).__name__}")
+        self.scaled_sign = scaled_sign
         self.weight_bits = _check_bits(weight_bits, "weight_bits")
         self.activation_bits = (None if activation_bits is None
                                 else _check_bits(activation_bits, "activation_bits"))
@@ -226,9 +238,14 @@ class _DoReFaMixin:
             return x
         return quantize_activations(x, self.activation_bits)
 
+    def _quantized_weight(self) -> torch.Tensor:
+        return quantize_weights(self.weight, self.weight_bits, scaled_sign=self.scaled_sign)
+
     def extra_repr(self) -> str:
+        sign = "" if self.scaled_sign else ", scaled_sign=False"
         return (f"{super().extra_repr()}, weight_bits={self.weight_bits}, "
-                f"activation_bits={self.activation_bits}, gradient_bits={self.gradient_bits}")
+                f"activation_bits={self.activation_bits}, gradient_bits={self.gradient_bits}"
+                f"{sign}")
 
 
 class DoReFaLinear(_DoReFaMixin, nn.Linear):
@@ -242,13 +259,12 @@ class DoReFaLinear(_DoReFaMixin, nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  weight_bits: int = 1, activation_bits: int | None = None,
-                 gradient_bits: int = FLOAT_BITS) -> None:
+                 gradient_bits: int = FLOAT_BITS, scaled_sign: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        self._set_bits(weight_bits, activation_bits, gradient_bits)
+        self._set_bits(weight_bits, activation_bits, gradient_bits, scaled_sign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(self._quantized_input(x), quantize_weights(self.weight, self.weight_bits),
-                       self.bias)
+        out = F.linear(self._quantized_input(x), self._quantized_weight(), self.bias)
         return quantize_gradients(out, self.gradient_bits)
 
 
@@ -261,13 +277,13 @@ class DoReFaConv2d(_DoReFaMixin, nn.Conv2d):
     """
 
     def __init__(self, *args: object, weight_bits: int = 1, activation_bits: int | None = None,
-                 gradient_bits: int = FLOAT_BITS, **kwargs: object) -> None:
+                 gradient_bits: int = FLOAT_BITS, scaled_sign: bool = True,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self._set_bits(weight_bits, activation_bits, gradient_bits)
+        self._set_bits(weight_bits, activation_bits, gradient_bits, scaled_sign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._conv_forward(self._quantized_input(x),
-                                 quantize_weights(self.weight, self.weight_bits), self.bias)
+        out = self._conv_forward(self._quantized_input(x), self._quantized_weight(), self.bias)
         return quantize_gradients(out, self.gradient_bits)
 
 
@@ -276,7 +292,7 @@ class DoReFaConv2d(_DoReFaMixin, nn.Conv2d):
 
 def dorefa_model(model: nn.Module, *, weight_bits: int = 1, activation_bits: int = FLOAT_BITS,
                  gradient_bits: int = FLOAT_BITS, float_inputs: Collection[str] = (),
-                 skip: Collection[str] = ()) -> nn.Module:
+                 skip: Collection[str] = (), scaled_sign: bool = True) -> nn.Module:
     """A deep copy of ``model`` with every ``nn.Linear`` / ``nn.Conv2d`` (exactly those
     types) replaced by :class:`DoReFaLinear` / :class:`DoReFaConv2d` with the given bit
     widths, weights and biases copied; ``model`` is not modified.
@@ -285,6 +301,7 @@ def dorefa_model(model: nn.Module, *, weight_bits: int = 1, activation_bits: int
     [0, 1]; with 32, the clip only), except the layers named in ``float_inputs`` (e.g. the
     first layer, whose input is the data), which take their input as it is. Layers named in
     ``skip`` stay float (DoReFa-Net keeps the first and last layers in full precision).
+    ``scaled_sign`` chooses the 1-bit weight rule (see :func:`quantize_weights`).
 
     >>> from torch import nn
     >>> net = dorefa_model(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
@@ -294,8 +311,11 @@ def dorefa_model(model: nn.Module, *, weight_bits: int = 1, activation_bits: int
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(scaled_sign, bool):
+        raise TypeError(f"scaled_sign must be a bool, got {type(scaled_sign).__name__}")
     bits = {"weight_bits": _check_bits(weight_bits, "weight_bits"),
-            "gradient_bits": _check_bits(gradient_bits, "gradient_bits")}
+            "gradient_bits": _check_bits(gradient_bits, "gradient_bits"),
+            "scaled_sign": scaled_sign}
     activation_bits = _check_bits(activation_bits, "activation_bits")
     check_layer_names(model, float_inputs=float_inputs, skip=skip)
     out = copy.deepcopy(model)
@@ -307,3 +327,22 @@ def dorefa_model(model: nn.Module, *, weight_bits: int = 1, activation_bits: int
         kind = DoReFaConv2d if isinstance(module, nn.Conv2d) else DoReFaLinear
         replace_module(out, name, like(kind, module, **layer_bits))
     return out
+
+
+def hands_on_binary_model(model: nn.Module) -> nn.Module:
+    """The lecture's hands-on 1-bit configuration (TF + Larq ``QuantDense`` layers with
+    ``DoReFa(k_bit=1, mode="weights")`` kernels and ``DoReFa(k_bit=1, mode="activations")``
+    inputs): a copy of ``model`` whose every ``nn.Linear`` / ``nn.Conv2d`` uses unscaled
+    ``-1`` / ``+1`` weights and binarizes its input at 0.5 — the image included — with float
+    gradients; batch norm and biases stay float. ``model`` is not modified.
+
+    This is harsher than a per-channel ``alpha * sign(w)`` (XNOR-Net's scaled weights): the
+    unscaled weights and the binarized image are what the deck's 51.78 % measures.
+
+    >>> from torch import nn
+    >>> net = hands_on_binary_model(nn.Sequential(nn.Linear(4, 3)))
+    >>> net[0].weight_bits, net[0].activation_bits, net[0].scaled_sign
+    (1, 1, False)
+    """
+    return dorefa_model(model, weight_bits=1, activation_bits=1, gradient_bits=FLOAT_BITS,
+                        scaled_sign=False)
