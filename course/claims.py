@@ -205,6 +205,7 @@ def _qat_8bit(r: dict) -> str:
                        f"({delta:+.2f} % relative)")
     return "; ".join(out) + " (1,000 test images: +-1.3 points is noise)"
 
+
 def _sizes(r: dict, names: tuple[str, ...]) -> str:
     rows = {row["model"]: row for row in r["size_table"]}
     return "; ".join(f"{n}: {rows[n]['MiB fp32']:.1f} MiB of fp32 parameters, "

@@ -440,6 +440,8 @@ def plot_tradeoffs(rows: Sequence[Mapping[str, Any]], n_test: int, title: str = 
     axes[1].legend(fontsize=7, loc="upper left")
     fig.suptitle(title or "Post-training quantization: size, speed, accuracy")
     return fig
+
+
 def plot_grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]],
                       ylabel: str, title: str = "", *, stacked: bool = False,
                       log: bool = False) -> Figure:

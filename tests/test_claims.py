@@ -111,6 +111,8 @@ def test_lab03_and_lab04_claims_read_their_tables():
                                          "near float"]["measured here"]
     assert rows["the hands-on's 1-bit MLP after QAT: 95.22 %"]["measured here"].startswith(
         "88.80 % trained from scratch for 20 epochs")
+
+
 def test_lab00_claims_read_the_size_energy_and_latency_results():
     table = [{"model": m, "MiB fp32": f, "MiB int8": i, "GMACs": g} for m, f, i, g in (
         ("alexnet", 233.08, 58.3, 0.71), ("vgg16", 527.8, 132.0, 15.47),
