@@ -2,9 +2,10 @@
 PY         ?= python3
 VENV       ?= .venv
 BIN        := $(abspath $(VENV))/bin
-# The torch build to install first. The default is the CPU wheel; e.g.
-#   make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>"
-TORCH_SPEC ?= torch==2.13.0
+# The torch and torchvision builds to install first, as a matching pair (README, "Setup");
+# override for another build, e.g.
+#   make setup TORCH_SPEC="torch==2.14.1 torchvision==0.29.1 --index-url <your index>"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP      := $(VENV)/.installed
 # nbgrader runs `alembic` through PATH: the environment's bin must come first.
 export PATH := $(BIN):$(PATH)

@@ -205,6 +205,30 @@ def _qat_8bit(r: dict) -> str:
                        f"({delta:+.2f} % relative)")
     return "; ".join(out) + " (1,000 test images: +-1.3 points is noise)"
 
+
+def _sizes(r: dict, names: tuple[str, ...]) -> str:
+    rows = {row["model"]: row for row in r["size_table"]}
+    return "; ".join(f"{n}: {rows[n]['MiB fp32']:.1f} MiB of fp32 parameters, "
+                     f"{rows[n]['GMACs']:.2f} GMACs" for n in names)
+
+
+def _int8_ratio(r: dict) -> str:
+    ratios = [row["MiB fp32"] / row["MiB int8"] for row in r["size_table"]]
+    return f"{min(ratios):.2f}x to {max(ratios):.2f}x smaller (int8 weights; biases, BN fp32)"
+
+
+def _memory_share(r: dict) -> str:
+    shares = "; ".join(f"{row['model']} {_pct(row['memory share'])}" for row in r["energy"]
+                       if row["format"] == "fp32"
+                       and row["model"] in ("alexnet", "resnet50", "squeezenet1_0"))
+    return "DRAM share of the fp32 energy of one image: " + shares
+
+
+def _latency(r: dict) -> str:
+    return "; ".join(f"batch {row['batch']} {row['format']} {row['speedup vs fp32']:.2f}x"
+                     for row in r["latency"]["rows"] if row["format"] != "fp32")
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("lab01_direct_quantization", "each extra bit adds about 6 dB of SQNR",
           "uniform quantization theory (10 log10 4 = 6.02 dB)", _sqnr),
@@ -255,6 +279,16 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("lab05_incremental_network_quantization",
           "5-bit weights: 0 or ±2^n, stored in 5 bits instead of 32", INQ_PAPER,
           _inq_storage),
+    Claim("lab00_why_quantize", "AlexNet 233 MB", LECTURE + " (model-size table: its MB are "
+          "MiB, its GFLOPS are GMACs)", lambda r: _sizes(r, ("alexnet", "vgg16"))),
+    Claim("lab00_why_quantize", "MobileNet 38 MB, SqueezeNet 30 MB, Inception-v3 89 MB",
+          LECTURE + " (convnet-burden's feature memory, not parameters)",
+          lambda r: _sizes(r, ("mobilenet_v2", "squeezenet1_0", "inception_v3"))),
+    Claim("lab00_why_quantize", "int8 weights: 4x smaller", LECTURE, _int8_ratio),
+    Claim("lab00_why_quantize", "a 32-bit DRAM access (640 pJ) costs far more than an fp32 "
+          "multiply (3.7 pJ)", "Horowitz, ISSCC 2014; Han et al. 2015, Fig. 1", _memory_share),
+    Claim("lab00_why_quantize", "int8 and binary matrix products are faster than fp32",
+          LECTURE + " (latency comparison)", _latency),
 )
 
 

@@ -111,3 +111,23 @@ def test_lab03_and_lab04_claims_read_their_tables():
                                          "near float"]["measured here"]
     assert rows["the hands-on's 1-bit MLP after QAT: 95.22 %"]["measured here"].startswith(
         "88.80 % trained from scratch for 20 epochs")
+
+
+def test_lab00_claims_read_the_size_energy_and_latency_results():
+    table = [{"model": m, "MiB fp32": f, "MiB int8": i, "GMACs": g} for m, f, i, g in (
+        ("alexnet", 233.08, 58.3, 0.71), ("vgg16", 527.8, 132.0, 15.47),
+        ("mobilenet_v2", 13.5, 3.57, 0.3), ("squeezenet1_0", 4.76, 1.2, 0.82),
+        ("inception_v3", 91.05, 22.96, 5.71))]
+    energy = [{"model": m, "format": "fp32", "memory share": s}
+              for m, s in (("alexnet", 0.92), ("resnet50", 0.47), ("squeezenet1_0", 0.18))]
+    latency = {"rows": [{"batch": 1, "format": f, "speedup vs fp32": x}
+                        for f, x in (("fp32", 1.0), ("int8", 4.0), ("binary", 7.8))]}
+    rows = [r for r in claim_rows({"lab00_why_quantize": {
+        "size_table": table, "energy": energy, "latency": latency}})
+        if r["lab"] == "lab00_why_quantize"]
+    measured = [r["measured here"] for r in rows]
+    assert measured[0].startswith("alexnet: 233.1 MiB of fp32 parameters, 0.71 GMACs")
+    assert "squeezenet1_0: 4.8 MiB" in measured[1]
+    assert measured[2].startswith("3.78x to 4.00x smaller")
+    assert "alexnet 92.00 %" in measured[3]
+    assert measured[4] == "batch 1 int8 4.00x; batch 1 binary 7.80x"

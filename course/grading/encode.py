@@ -1,4 +1,4 @@
-"""JSON form of reference cases: tensors, tuples and non-finite floats, in stable bytes.
+"""JSON form of reference cases: tensors, dtypes, tuples and non-finite floats, in stable bytes.
 
 ``dumps(obj)`` gives the same bytes for the same object on every machine (sorted keys,
 ``repr`` floats that round-trip exactly), so committed reference files can be checked by
@@ -34,8 +34,17 @@ def _encode_float(value: float) -> Any:
     return {"__float__": repr(value)}  # 'inf', '-inf', 'nan'
 
 
+def _decode_dtype(name: Any) -> torch.dtype:
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r} in a reference file")
+    return dtype
+
+
 def encode(obj: Any) -> Any:
-    """Turn tensors, tuples and non-finite floats into JSON-safe tagged dicts."""
+    """Turn tensors, dtypes, tuples and non-finite floats into JSON-safe tagged dicts."""
+    if isinstance(obj, torch.dtype):
+        return {"__dtype__": str(obj).removeprefix("torch.")}
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
         if t.dtype not in _NAMES:
@@ -70,6 +79,8 @@ def decode(obj: Any) -> Any:
             return torch.tensor(data, dtype=dtype).reshape(obj["shape"])
         if "__float__" in obj:
             return float(obj["__float__"])
+        if "__dtype__" in obj:
+            return _decode_dtype(obj["__dtype__"])
         if "__tuple__" in obj:
             return tuple(decode(v) for v in obj["__tuple__"])
         return {k: decode(v) for k, v in obj.items()}

@@ -64,11 +64,36 @@ def _nested() -> nn.Module:
     return nn.Sequential(nn.Flatten(), block, nn.Sequential(nn.Sequential(nn.Linear(5, 3))))
 
 
+def _convs() -> nn.Module:
+    # input [B, 3, H, W]: strided, dilated + grouped, depthwise with stride (2, 1), a 1x3
+    # kernel; a PReLU and a batch norm whose `weight`s are not Linear/Conv2d weights
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.PReLU(8),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4, bias=False), nn.BatchNorm2d(8),
+        nn.Conv2d(8, 8, 3, stride=(2, 1), padding=1, groups=8),
+        nn.Conv2d(8, 4, (1, 3), padding=(0, 1)),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
+    )
+
+
+class TiedLinear(nn.Module):
+    """Two Linear(4, 4) sharing one weight; ``encode`` runs twice: ``decode(encode(relu(
+    encode(x))))`` on an input [..., 4]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.Linear(4, 4)
+        self.decode = nn.Linear(4, 4, bias=False)
+        self.decode.weight = self.encode.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(torch.relu(self.encode(x))))
+
+
 BUILDERS = {"conv_linear": _conv_linear, "mlp": _mlp, "linear": _linear,
             "linear_no_bias": _linear_no_bias, "dropout_linear": _dropout_linear,
             "conv_nobias": _conv_nobias, "mlp_nobias": _mlp_nobias, "nested": _nested,
-            "conv_strided": _conv_strided}
-"""Model names a reference case may use."""
+            "conv_strided": _conv_strided, "convs": _convs, "tied_linear": TiedLinear}
 
 VARIANTS: dict[str, tuple[str, dict[str, list[int] | None]]] = {
     "conv_linear_dead_filter": ("conv_linear", {"0.weight": [1]}),
@@ -77,7 +102,14 @@ VARIANTS: dict[str, tuple[str, dict[str, list[int] | None]]] = {
 }
 """A base model with some filters (rows along dim 0) set to zero; None: the whole tensor."""
 
-NAMES = sorted([*BUILDERS, *VARIANTS])
+MODES: dict[str, tuple[str, str]] = {
+    "mlp_half": ("mlp", "half"),
+    "conv_linear_train": ("conv_linear", "train"),
+}
+"""A base model converted to float16 ("half") or left in training mode ("train")."""
+
+NAMES = sorted([*BUILDERS, *VARIANTS, *MODES])
+"""Model names a reference case may use."""
 
 
 def build(name: str, seed: int) -> nn.Module:
@@ -85,10 +117,15 @@ def build(name: str, seed: int) -> nn.Module:
 
     Values come from Python's ``random.Random(seed)`` (identical on every machine), rounded
     to float32; batch-norm running statistics are set away from their defaults so that a
-    change to them is visible. A name of ``VARIANTS`` then sets the listed filters to zero.
+    change to them is visible. A name of ``VARIANTS`` then sets the listed filters to zero;
+    a name of ``MODES`` converts the model to float16 or returns it in training mode.
     """
     if name not in NAMES:
         raise ValueError(f"unknown fixture model {name!r}; known: {NAMES}")
+    if name in MODES:
+        base, mode = MODES[name]
+        model = build(base, seed)
+        return model.half() if mode == "half" else model.train()
     base, zeroed = VARIANTS.get(name, (name, {}))
     rng = random.Random(seed)
     model = BUILDERS[base]()

@@ -419,6 +419,37 @@ def _judge_float_list(got: Any, case: dict) -> None:
             raise Mismatch(f"{labels[i]}: expected {e:.9g}, got {value:.9g}" + _note(case))
 
 
+def _exact_int(value: Any, what: str) -> int:
+    """A Python int kept exact (int64 extremes do not survive a float), else ``to_int``."""
+    return value if _type(value) is _int else to_int(value, what)
+
+
+def _judge_number_dict(got: Any, case: dict) -> None:
+    expected: dict = case["expected"]
+    if not _isinstance(got, _dict):
+        raise Mismatch(f"expected a dict with the keys {_sorted(expected)}, got {_type_name(got)}")
+    if _sorted(got) != _sorted(expected):
+        missing = [k for k in expected if k not in got]
+        extra = [k for k in got if k not in expected]
+        what = f"no key {missing[0]!r}" if missing else f"an unexpected key {extra[0]!r}"
+        raise Mismatch(f"the result has {what}; expected exactly the keys {_sorted(expected)}")
+    rtol = case.get("rtol", 1e-9)
+    for key in _sorted(expected):
+        exp = expected[key]
+        if _type(exp) is _int:
+            value = _exact_int(got[key], f"result[{key!r}]")
+            ok = value == exp
+        else:
+            value = to_real(got[key], f"result[{key!r}]")
+            ok = close(value, exp, rtol, 0.0)
+        if not ok:
+            note = case.get("notes", {}).get(key)
+            shown = value if _type(exp) is _int else f"{value:.9g}"
+            wanted = exp if _type(exp) is _int else f"{exp:.9g}"
+            raise Mismatch(f"result[{key!r}]: expected {wanted}, got {shown}"
+                           + (f" — {note}" if note else ""))
+
+
 def _type_name(value: Any) -> str:
     if _isinstance(value, ObjectData):
         return value.type_name
@@ -435,8 +466,10 @@ def judge(outcome: dict, case: dict) -> None:
     ``outcome`` comes from :func:`capture` or :func:`loads_outcome`; ``case`` must hold the
     expected values (``expected``, and ``alternatives`` / ``notes`` / ``note`` if any).
 
-    Kinds: ``raises`` (``message_names``: words the message must contain), ``int_tuple``,
-    ``qparams``, ``float``, ``float_list`` (``labels`` name the items), ``int_tensor``,
+    Kinds: ``raises`` (``message_names``: words the message must contain), ``int``,
+    ``int_tuple``, ``qparams``, ``float``, ``float_list`` (``labels`` name the items),
+    ``number_dict`` (str -> number, exactly the expected keys; ints equal, floats within
+    ``rtol``, default 1e-9; ``notes`` per key), ``int_tensor``,
     ``float_tensor``, ``tensor_dict`` (str -> tensor, the same keys; ``alternatives`` and
     ``notes`` per key), ``model``. With ``unchanged`` a case of any kind also fails when
     the input model was modified (``model`` cases always do).
@@ -501,5 +534,11 @@ def judge(outcome: dict, case: dict) -> None:
         _judge_tensor_dict(got, case)
     elif kind == "float_list":
         _judge_float_list(got, case)
+    elif kind == "int":
+        value = _exact_int(got, "the result")
+        if value != expected:
+            raise Mismatch(f"expected {expected}, got {value}" + _note(case))
+    elif kind == "number_dict":
+        _judge_number_dict(got, case)
     else:
         raise ValueError(f"unknown case kind {kind!r}")

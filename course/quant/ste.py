@@ -10,8 +10,9 @@ clipping, ``clamp(x, lo, hi)`` with the clipping range
 
     d x_hat / d x := 1  where  lo <= x <= hi,   0 elsewhere (the clipped values).
 
-Both ends are inclusive, as in the gradient of ``torch.clamp``. No gradient flows to the
-scale or the zero point (they come from an observer, not from learning).
+Both ends are inclusive (``torch.clamp``'s own gradient is 1 at its bounds in torch 2.13 but 0
+in 2.14: this STE does not depend on it). No gradient flows to the scale or the zero point
+(they come from an observer, not from learning).
 
 ``scale`` and ``zero_point`` are per tensor (numbers) or per channel (tensors that
 broadcast to ``x``, e.g. shape ``[C, 1, 1, 1]`` for a conv weight ``[C, C_in, kh, kw]``).
