@@ -361,7 +361,9 @@ def test_student_code_cannot_see_answers_gradebook_or_network(toy):
 def test_hangs_and_dead_kernels_score_what_ran_and_say_why(toy):
     assert toy.scores("hangs") == {**FULL, "test_cube": 0.0}
     note = "; ".join(toy.result("hangs").notes)
-    assert f"did not stop when interrupted after its CPU time limit ({CELL_CPU_S} s)" in note
+    # its CPU limit stops it; on a machine so loaded that the loop gets under a sixth of a
+    # core, the wall-clock backstop does first (then it is graded again, alone)
+    assert "did not stop when interrupted after its" in note, note
     assert "NotRun: not run:" in toy.errors("hangs", "test_cube")
     assert toy.scores("exits") == {**FULL, "test_cube": 0.0}
     assert "the kernel exited (status 1)" in "; ".join(toy.result("exits").notes)

@@ -36,3 +36,14 @@ def test_qat_close_to_float_and_ahead_of_ptq_at_low_bits(executed):
     for row in rows.values():
         assert row["integer = QAT predictions"] >= 0.99
         assert row["integer (int8 kernels)"] == pytest.approx(row["QAT"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_qat_with_the_students_own_pieces_recovers_what_calibration_lost(executed):
+    """The MLP built from the student's fold_batch_norm, FakeQuantSTE and ActivationFakeQuant:
+    at 2 bits calibration alone collapses and QAT through their STE brings most of it back."""
+    _, results, _ = executed
+    rows = {row["bits"]: row for row in results["your_qat_mlp"]}
+    assert set(rows) == {4, 2}
+    assert rows[4]["fine_tuned"] > 0.9
+    assert rows[2]["fine_tuned"] > rows[2]["calibrated"] + 0.15
