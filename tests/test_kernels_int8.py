@@ -176,7 +176,8 @@ def test_maddubs_kernel_at_max_k():
 def test_maddubs_kernel_refuses_minus_128_and_the_path_routes_it():
     """b = -128 would wrap in b * sign(a): pack_b refuses it, and the default AVX2 path sends
     such a b to the widened kernel (exact for every input)."""
-    from course.kernels import int8_gemm_avx2, int8_gemm_maddubs as mb
+    from course.kernels import int8_gemm_avx2
+    from course.kernels import int8_gemm_maddubs as mb
 
     b = _int8((40, 5), 35)
     b[3, 2] = -128
@@ -220,9 +221,9 @@ def test_maddubs_fused_epilogues_match_the_separate_passes():
 def test_maddubs_inner_loop_has_no_spills():
     """The register tile (8 accumulators, 4 b vectors, broadcast, |a|, product, ones) fits the
     16 ymm registers: no spill or reload in the serial kernel's assembly."""
-    from course.kernels import int8_gemm_maddubs as mb
-
     import numba
+
+    from course.kernels import int8_gemm_maddubs as mb
 
     tile = mb._tile
 

@@ -87,8 +87,9 @@ class GemmBackend:
 class PackedInt8:
     """A right operand ``b [K, N]`` int8 prepared once for many :func:`int8_gemm` calls
     (a layer's weight): the tensor itself and, on the ``"avx2_maddubs"`` path, its packed
-    panels (int8 for the ``vpmaddubsw`` kernel where ``b`` is in [-127, 127], else int16). If ``b`` is modified in place later (its version counter moves), the panels
-    are ignored and ``b`` is used as it is now.
+    panels (int8 for the ``vpmaddubsw`` kernel where ``b`` is in [-127, 127], else int16).
+    If ``b`` is modified in place later (its version counter moves), the panels are ignored
+    and ``b`` is used as it is now.
     """
 
     b: torch.Tensor
