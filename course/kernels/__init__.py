@@ -7,6 +7,8 @@ int8 (this package's int8 modules, channels-last activations):
   ``vpmaddubsw`` kernel for weights in [-127, 127], :mod:`~course.kernels.int8_gemm_maddubs`,
   and the widened ``vpmaddwd`` one otherwise, :mod:`~course.kernels.int8_gemm_avx2`; else an
   exact float32 blocked matmul);
+* :mod:`course.kernels.int8_linear` — an int8 Linear's GEMM with its requantization or
+  dequantization fused in (per cache block, on the AVX2 kernel);
 * :mod:`course.kernels.requantize` — fixed-point requantization int32 -> int8 (integer
   multiplier in [2**30, 2**31), rounding right shift, bias and zero points fused);
 * :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM (int32 out);
