@@ -212,7 +212,7 @@ def test_maddubs_fused_epilogues_match_the_separate_passes():
         bias = torch.randn(n, generator=gen)
         want = kernels.dequantize_accumulators(acc, 0.021, -7, w_scale, w_sum, bias)
         got = mb.gemm_maddubs_dequantize(
-            a, packed, (w_sum.to(torch.int64) * -7).numpy(),
+            a, packed, (w_sum.to(torch.int64) * -7).to(torch.float64).numpy(),
             (w_scale * torch.tensor(0.021, dtype=torch.float32)).numpy(), bias.numpy())
         assert torch.equal(got, want)
 

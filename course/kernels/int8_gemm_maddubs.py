@@ -343,8 +343,8 @@ def gemm_maddubs_dequantize(a: torch.Tensor, packed: PackedB, correction: np.nda
                             scale: np.ndarray, bias: np.ndarray) -> torch.Tensor:
     """float32 ``[M, N]``: ``float32(acc - correction[n]) * scale[n] + bias[n]`` of
     ``acc = a @ b``, fused (the arithmetic of
-    :func:`course.kernels.int8_dynamic.dequantize_accumulators`; int64 ``correction``,
-    float32 ``scale`` and ``bias``, contiguous ``[N]``). No checks here."""
+    :func:`course.kernels.int8_dynamic.dequantize_accumulators`; ``correction`` float64
+    holding integers, ``scale`` and ``bias`` float32, contiguous ``[N]``). No checks here."""
     rows, c = _operands(a, packed)
     out = np.empty((a.shape[0], packed.n), dtype=np.float32)
     _gemm_dequantize(rows, packed.data, c, correction, scale, bias, out)

@@ -76,6 +76,6 @@ def linear_dequantize(q: torch.Tensor, packed: PackedInt8, x_scale: float, x_zer
     from course.kernels.int8_gemm_maddubs import gemm_maddubs_dequantize
 
     scale = (w_scale.to(torch.float32) * np.float32(x_scale)).contiguous()
-    correction = w_sum.to(torch.int64) * int(x_zero_point)
+    correction = (w_sum.to(torch.int64) * int(x_zero_point)).to(torch.float64)  # exact
     b = (torch.zeros(channels) if bias is None else bias.detach().to(torch.float32)).contiguous()
     return gemm_maddubs_dequantize(q, panels, correction.numpy(), scale.numpy(), b.numpy())

@@ -254,8 +254,8 @@ def requantize_block(acc, r0, r1, c0, c1, m, s, b, zp, qmin, qmax,
     int32 ``acc[r, n]`` (2-D arrays, any row strides; per-channel ``m``, ``s``, ``b`` int64).
     For kernels that requantize a block of their own accumulators while it is in cache."""
     lo, hi = np.int64(qmin - zp), np.int64(qmax - zp)
-    for r in range(r0, r1):
-        for n in range(c0, c1):
+    for r in range(_U(r0), _U(r1)):
+        for n in range(_U(c0), _U(c1)):  # unsigned: no wraparound checks
             v = min(max(np.int64(acc[r, n]) + b[n], INT32_MIN), INT32_MAX)
             q = (v * m[n] + (np.int64(1) << (s[n] - 1))) >> s[n]
             out[r, n] = np.int8(min(max(q, lo), hi) + zp)
