@@ -62,7 +62,9 @@ NR = 8 * NV
 
 KC = 1024
 """Block of K (a multiple of 4) per call of the register tile (measured at 1024^3 on a Zen 4
-limited to AVX2: 256 and 512 were 10-20 % slower; a task's ``b`` block stays in L2)."""
+limited to AVX2: 256 and 512 were 15-20 % slower, 2048 the same; a task's ``b`` block stays
+in L2). Tiles of 4 x 16, 5 x 16, 6 x 16 and 3 x 24 were slower; 1 x 64 about 4 % faster at
+1024^3 but pads a layer of 10 or 16 outputs to 64 columns."""
 
 PANELS_PER_TASK = 32
 """Panels of ``a`` (of MR rows) per parallel task: 64 rows."""
