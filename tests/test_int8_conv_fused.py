@@ -185,7 +185,7 @@ def test_gemm_path_on_the_avx2_kernel_over_threads(monkeypatch):
     gemm.gemm_backend.cache_clear()
     threads = torch.get_num_threads()
     try:
-        assert gemm.gemm_backend().name == "avx2_madd16"
+        assert gemm.gemm_backend().name == "avx2_maddubs"
         x, wt = _codes((13, 9, 9, 24), 21), _weights((40, 3, 3, 24), 22)
         params = _params(40, 9 * 24, 23, relu=True)
         conv = Conv2dRequantize(wt, params, padding=1, pad_value=3, pool=2, path="gemm")

@@ -24,8 +24,9 @@ if kernels.gemm_backend().name == "int_mm":
 # The AVX2 kernel runs wherever the CPU has AVX2 (AVX-512 CPUs too): test it forced there;
 # elsewhere (ARM) it is a skip with the reason, never compiled.
 AVX2_OK = cpu_features.native_isa() in ("avx2", "avx512")
-GEMM_BACKENDS.insert(0, pytest.param("avx2_madd16", marks=pytest.mark.skipif(
-    not AVX2_OK, reason=f"no AVX2 on this CPU (kernel ISA {cpu_features.native_isa()})")))
+for _name in ("avx2_madd16", "avx2_maddubs"):
+    GEMM_BACKENDS.insert(0, pytest.param(_name, marks=pytest.mark.skipif(
+        not AVX2_OK, reason=f"no AVX2 on this CPU (kernel ISA {cpu_features.native_isa()})")))
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -90,7 +91,7 @@ def test_gemm_handles_degenerate_strides(backend):
 
 def test_gemm_default_path_is_reported_and_verified():
     info = kernels.gemm_backend()
-    assert info.name in ("int_mm", "avx2_madd16", "float32_blocked")
+    assert info.name in ("int_mm", "avx2_maddubs", "float32_blocked")
     assert kernels.backend() == info.name
     assert info.reason and info.cpu_capability
     assert kernels.verify_exact(info.name)
@@ -99,7 +100,7 @@ def test_gemm_default_path_is_reported_and_verified():
     if set(info.int8_instructions) & {"avx512_vnni", "amx_int8"}:
         assert info.name == "int_mm", info.reason
     elif cpu_features.kernel_isa() in ("avx2", "avx512"):
-        assert info.name == "avx2_madd16", info.reason
+        assert info.name == "avx2_maddubs", info.reason
     else:
         assert info.name == "float32_blocked", info.reason
     assert report["kernel_isa"] == cpu_features.kernel_isa() == info.kernel_isa
@@ -118,7 +119,7 @@ def _fresh_backend(monkeypatch, isa: str | None):
 def test_gemm_forced_avx2_is_chosen_reported_and_exact(monkeypatch):
     try:
         info = _fresh_backend(monkeypatch, "avx2")
-        assert info.name == "avx2_madd16" and info.kernel_isa == "avx2"
+        assert info.name == "avx2_maddubs" and info.kernel_isa == "avx2"
         assert "COURSE_KERNEL_ISA=avx2" in info.reason and info.int8_instructions == ()
         a, b = _int8((37, 1000), 21), _int8((1000, 50), 22)
         a[0], b[:, 0] = -128, -128
@@ -126,6 +127,117 @@ def test_gemm_forced_avx2_is_chosen_reported_and_exact(monkeypatch):
     finally:
         monkeypatch.delenv(cpu_features.ISA_ENV, raising=False)
         gemm_module.gemm_backend.cache_clear()
+
+
+# ------------------------------------------------- the vpmaddubsw kernel (b in [-127, 127])
+
+needs_avx2 = pytest.mark.skipif(not AVX2_OK, reason="no AVX2 on this CPU: the AVX2 kernels "
+                                "are never compiled here")
+
+
+@needs_avx2
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 31), (3, 4, 33), (65, 127, 97),
+                                   (130, 1031, 70), (256, 1024, 256)])
+def test_maddubs_kernel_extremes_and_random(shape):
+    """a = -128 against b = +-127 (|a| = 128 as an unsigned byte, every int16 pair at its
+    largest, 2 * 128 * 127), ragged M, K and N, random entries elsewhere."""
+    from course.kernels import int8_gemm_maddubs as mb
+
+    m, k, n = shape
+    a, b = _int8((m, k), 31), _int8((k, n), 32, low=-127)
+    a[0] = -128
+    if m > 1:
+        a[1] = 127
+    b[:, 0] = 127
+    if n > 1:
+        b[:, 1] = -127
+    packed = mb.pack_b(b)
+    want = _exact_matmul(a, b)
+    assert torch.equal(mb.gemm_maddubs(a, packed).to(torch.int64), want)
+    assert torch.equal(mb.gemm_maddubs(a, packed, parallel=False).to(torch.int64), want)
+    if m > 1 and n > 1:
+        assert want[0, 0] == -128 * 127 * k and want[0, 1] == 128 * 127 * k
+
+
+@needs_avx2
+def test_maddubs_kernel_at_max_k():
+    from course.kernels import int8_gemm_maddubs as mb
+
+    a = torch.full((3, MAX_K), -128, dtype=torch.int8)
+    a[2] = _int8((MAX_K,), 33)
+    b = torch.full((MAX_K, 2), -127, dtype=torch.int8)
+    b[:, 1] = _int8((MAX_K,), 34, low=-127)
+    got = mb.gemm_maddubs(a, mb.pack_b(b))
+    assert torch.equal(got.to(torch.int64), _exact_matmul(a, b))
+    assert got[0, 0].item() == MAX_K * 128 * 127
+
+
+@needs_avx2
+def test_maddubs_kernel_refuses_minus_128_and_the_path_routes_it():
+    """b = -128 would wrap in b * sign(a): pack_b refuses it, and the default AVX2 path sends
+    such a b to the widened kernel (exact for every input)."""
+    from course.kernels import int8_gemm_avx2
+    from course.kernels import int8_gemm_maddubs as mb
+
+    b = _int8((40, 5), 35)
+    b[3, 2] = -128
+    with pytest.raises(ValueError, match="-128"):
+        mb.pack_b(b)
+    assert isinstance(gemm_module._pack_avx2(b), int8_gemm_avx2.PackedB)
+    assert isinstance(gemm_module._pack_avx2(b.clamp(min=-127)), mb.PackedB)
+    a = torch.full((4, 40), -128, dtype=torch.int8)
+    assert torch.equal(gemm_module.avx2_gemm(a, b), kernels.int8_gemm_reference(a, b))
+
+
+@needs_avx2
+def test_maddubs_fused_epilogues_match_the_separate_passes():
+    """Requantization and dequantization applied per task block give the same bits as
+    requantize_prepared and dequantize_accumulators on the int32 product."""
+    from course.kernels import int8_gemm_maddubs as mb
+    from course.kernels.requantize import prepare_requantize
+
+    for m, k, n in [(1, 5, 3), (67, 300, 129), (256, 1024, 200)]:
+        a, b = _int8((m, k), 36), _int8((k, n), 37, low=-127)
+        a[0], b[:, 0] = -128, 127
+        packed = mb.pack_b(b)
+        acc = mb.gemm_maddubs(a, packed)
+        gen = _gen(38)
+        params = prepare_requantize(
+            n, torch.randint(2**30, 2**31 - 1, (n,), generator=gen),
+            torch.randint(15, 40, (n,), generator=gen), 5,
+            bias=torch.randint(-5000, 5000, (n,), generator=gen), qmin=5)
+        assert torch.equal(mb.gemm_maddubs_requantize(a, packed, params),
+                           kernels.requantize_prepared(acc, params))
+        w_scale, w_sum = torch.rand(n, generator=gen), torch.randint(-900, 900, (n,), generator=gen)
+        bias = torch.randn(n, generator=gen)
+        want = kernels.dequantize_accumulators(acc, 0.021, -7, w_scale, w_sum, bias)
+        got = mb.gemm_maddubs_dequantize(
+            a, packed, (w_sum.to(torch.int64) * -7).to(torch.float64).numpy(),
+            (w_scale * torch.tensor(0.021, dtype=torch.float32)).numpy(), bias.numpy())
+        assert torch.equal(got, want)
+
+
+@needs_avx2
+def test_maddubs_inner_loop_has_no_spills():
+    """The register tile (8 accumulators, 4 b vectors, broadcast, |a|, product, ones) fits the
+    16 ymm registers: no spill or reload in the serial kernel's assembly."""
+    import numba
+
+    from course.kernels import int8_gemm_maddubs as mb
+
+    tile = mb._tile
+
+    def probe(a, b, c):  # a fresh, uncached compilation of the tile (cached code has no asm)
+        tile(a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], c.ctypes.data, c.shape[1], 0)
+
+    compiled = numba.njit(probe)
+    a, b = _int8((mb.MR, 8), 39), _int8((8, mb.NR), 40, low=-127)
+    c = torch.empty(mb.MR, mb.NR, dtype=torch.int32)
+    compiled(a.numpy(), mb.pack_b(b).data, c.numpy())
+    assert torch.equal(c.to(torch.int64), _exact_matmul(a, b))
+    asm = "\n".join(compiled.inspect_asm().values())
+    assert "vpmaddubsw" in asm and "vpsignb" in asm
+    assert "Spill" not in asm and "Reload" not in asm
 
 
 def test_gemm_forced_generic_uses_the_portable_path(monkeypatch):
@@ -160,7 +272,7 @@ def test_native_isa_is_generic_off_x86(monkeypatch):
         assert cpu_features.kernel_isa() == "generic"
         # the x86 kernel refuses to run (it is never compiled there)
         with pytest.raises(RuntimeError, match="x86-64"):
-            gemm_module._IMPLEMENTATIONS["avx2_madd16"](_int8((2, 2), 1), _int8((2, 2), 2))
+            gemm_module._IMPLEMENTATIONS["avx2_maddubs"](_int8((2, 2), 1), _int8((2, 2), 2))
     finally:
         cpu_features.native_isa.cache_clear()
 
@@ -185,7 +297,7 @@ def test_gemm_falls_back_loudly_when_the_fast_path_is_not_exact(monkeypatch):
         return int8_reference_plus_one(a, b)
 
     monkeypatch.setitem(gemm_module._IMPLEMENTATIONS, "int_mm", off_by_one)
-    monkeypatch.setitem(gemm_module._IMPLEMENTATIONS, "avx2_madd16", wrong)
+    monkeypatch.setitem(gemm_module._IMPLEMENTATIONS, "avx2_maddubs", wrong)
     monkeypatch.setattr(gemm_module.cpu_features, "int8_dot_instructions",
                         lambda: ("avx512_vnni",))
     gemm_module.gemm_backend.cache_clear()
@@ -206,7 +318,7 @@ def test_gemm_without_int8_instructions_uses_the_avx2_kernel_or_the_fallback(mon
     gemm_module.gemm_backend.cache_clear()
     try:
         info = gemm_module.gemm_backend()
-        want = "avx2_madd16" if cpu_features.kernel_isa() != "generic" else "float32_blocked"
+        want = "avx2_maddubs" if cpu_features.kernel_isa() != "generic" else "float32_blocked"
         assert info.name == want and "no int8 dot-product" in info.reason
     finally:
         gemm_module.gemm_backend.cache_clear()

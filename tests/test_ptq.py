@@ -277,7 +277,7 @@ def test_integer_model_is_int8_between_quantizer_and_dequantizer(random_cnn_int)
         assert layer.weight.dtype == torch.int8 and layer.bias.dtype == torch.int32
         assert layer.multiplier.dtype == torch.int32
         assert (layer.multiplier >= 2**30).all()
-    assert random_cnn_int.kernels["int8_gemm"] in ("int_mm", "avx2_madd16", "float32_blocked")
+    assert random_cnn_int.kernels["int8_gemm"] in ("int_mm", "avx2_maddubs", "float32_blocked")
 
 
 def test_integer_model_survives_a_state_dict_round_trip(random_cnn_int):

@@ -4,8 +4,11 @@ int8 (this package's int8 modules, channels-last activations):
 
 * :mod:`course.kernels.int8_gemm` — int8 x int8 -> int32 GEMM (``torch._int_mm`` on
   oneDNN's VNNI/AMX kernels where verified exact; on AVX2 without VNNI the course's
-  ``vpmaddwd`` kernel, :mod:`~course.kernels.int8_gemm_avx2`; else an exact float32 blocked
-  matmul);
+  ``vpmaddubsw`` kernel for weights in [-127, 127], :mod:`~course.kernels.int8_gemm_maddubs`,
+  and the widened ``vpmaddwd`` one otherwise, :mod:`~course.kernels.int8_gemm_avx2`; else an
+  exact float32 blocked matmul);
+* :mod:`course.kernels.int8_linear` — an int8 Linear's GEMM with its requantization or
+  dequantization fused in (per cache block, on the AVX2 kernel);
 * :mod:`course.kernels.requantize` — fixed-point requantization int32 -> int8 (integer
   multiplier in [2**30, 2**31), rounding right shift, bias and zero points fused);
 * :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM (int32 out);
@@ -40,7 +43,7 @@ module itself (``from course.kernels.requantize import MULTIPLIER_BITS``).
 Which path runs is never silent: :func:`backend` names the int8 GEMM path and
 :func:`backend_report` says why, with the CPU features seen.
 
->>> backend() in ("int_mm", "avx2_madd16", "float32_blocked")
+>>> backend() in ("int_mm", "avx2_maddubs", "float32_blocked")
 True
 """
 
@@ -110,7 +113,7 @@ CONV_PATH = ("fused conv + requantization + max pooling, per layer: direct (smal
 
 
 def backend() -> str:
-    """Name of the int8 GEMM path in use: ``"int_mm"``, ``"avx2_madd16"`` or
+    """Name of the int8 GEMM path in use: ``"int_mm"``, ``"avx2_maddubs"`` or
     ``"float32_blocked"``."""
     return gemm_backend().name
 

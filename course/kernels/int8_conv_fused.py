@@ -80,8 +80,7 @@ from course.kernels.int8_conv_onednn import (
     onednn_available,
     onednn_exact,
 )
-from course.kernels.int8_gemm import MAX_K, gemm_backend, int8_gemm, pack_int8
-from course.kernels.int8_gemm_avx2 import gemm_avx2
+from course.kernels.int8_gemm import MAX_K, avx2_gemm, gemm_backend, int8_gemm, pack_int8
 from course.kernels.requantize import INT32_MAX, INT32_MIN, RequantParams, requantize_reference
 
 PATHS = ("direct", "onednn", "gemm")
@@ -419,12 +418,9 @@ class Conv2dRequantize:
                           (conv_h, conv_w), cols_np)
             if gemm == "int_mm":
                 torch._int_mm(cols[:rows], self._w_gemm, out=acc[:rows])
-            elif gemm == "avx2_madd16":
+            elif gemm == "avx2_maddubs":
                 # serial: this thread is already one of run_chunks' per-core workers
-                panels = self._w_packed.panels
-                if panels is None or self._w_packed.version != self._w_gemm._version:
-                    panels = self._w_gemm
-                acc[:rows] = gemm_avx2(cols[:rows], panels, parallel=False)
+                acc[:rows] = avx2_gemm(cols[:rows], self._w_packed, parallel=False)
             else:
                 acc[:rows] = int8_gemm(cols[:rows], self._w_packed)
             _pool_requantize(acc_np, 0, b0, g, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,

@@ -113,6 +113,23 @@ def _dequantize(acc, correction, scale, bias, out):  # pragma: no cover - compil
             flat_out[base + n] = v * scale[n] + bias[n]
 
 
+@numba.njit(cache=True, nogil=True)
+def dequantize_block(acc, r0, r1, c0, c1, correction, scale, bias,
+                     out):  # pragma: no cover - compiled
+    """``out[r, n] = float32(acc[r, n] - correction[n]) * scale[n] + bias[n]`` for
+    ``r0 <= r < r1``, ``c0 <= n < c1`` (the arithmetic of :func:`dequantize_accumulators`),
+    for kernels that finish a block of their own accumulators while it is in cache.
+
+    ``correction`` is float64 (the integers ``z_x * w_sum[n]``, exact below 2**53): the
+    difference of two exact doubles is the exact integer, rounded once to float32 — the same
+    bits as the int64 difference converted, and it vectorizes on AVX2 (no int64 -> float
+    conversion there)."""
+    for r in range(_U(r0), _U(r1)):
+        for n in range(_U(c0), _U(c1)):  # unsigned: no wraparound checks
+            v = np.float32(np.float64(acc[r, n]) - correction[n])
+            out[r, n] = v * scale[n] + bias[n]
+
+
 def _check_vector(t: object, name: str, channels: int) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

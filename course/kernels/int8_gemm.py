@@ -11,11 +11,14 @@ Three paths, chosen once per process and reported by :func:`gemm_backend`:
   CPU advertises those instructions *and* a bit-exactness check against
   :func:`int8_gemm_reference` passes (pytorch issue 136746: an older release overflowed
   silently on CPUs without VNNI).
-* ``"avx2_madd16"`` — x86-64 with AVX2 but no VNNI (most laptops): the course's numba
-  kernel on ``vpmaddwd`` (int8 widened to int16, 16 exact multiply-adds per instruction,
-  no saturation; :mod:`course.kernels.int8_gemm_avx2`), chosen where
-  :func:`course.kernels.cpu_features.kernel_isa` is ``"avx2"`` or ``"avx512"`` and its
-  exactness check passes. Never compiled elsewhere (ARM).
+* ``"avx2_maddubs"`` — x86-64 with AVX2 but no VNNI (most laptops): the course's numba
+  kernels, chosen where :func:`course.kernels.cpu_features.kernel_isa` is ``"avx2"`` or
+  ``"avx512"`` and their exactness check passes. A ``b`` in ``[-127, 127]`` (every weight
+  of the course) runs ``vpmaddubsw`` on ``|a|`` and ``b * sign(a)`` (32 exact multiply-adds
+  per instruction pair, :mod:`course.kernels.int8_gemm_maddubs`); a ``b`` holding -128 runs
+  the widened ``vpmaddwd`` kernel (:mod:`course.kernels.int8_gemm_avx2`, exact for every
+  input). Never compiled elsewhere (ARM).
+* ``"avx2_madd16"`` — the widened kernel alone, for every ``b`` (forced only).
 * ``"float32_blocked"`` — a portable exact fallback (any other CPU): float32
   ``torch.matmul`` on blocks of ``K`` of at most :data:`FLOAT32_EXACT_BLOCK` = 1024. An
   int8 product is at most ``2**14`` in magnitude, so any partial sum of 1024 of them is an
@@ -54,7 +57,7 @@ MAX_K = (2**31 - 1) // MAX_PRODUCT
 FLOAT32_EXACT_BLOCK = 2**24 // MAX_PRODUCT
 """Reduction length (1024) whose partial sums float32 holds exactly (|sum| <= 2**24)."""
 
-BACKENDS = ("int_mm", "avx2_madd16", "float32_blocked", "reference")
+BACKENDS = ("int_mm", "avx2_maddubs", "avx2_madd16", "float32_blocked", "reference")
 """Names accepted by ``int8_gemm(..., backend=...)``; ``None`` means the verified default."""
 
 _CHECK_SHAPE = (7, 2 * FLOAT32_EXACT_BLOCK + 5, 9)
@@ -67,7 +70,7 @@ class GemmBackend:
     """Which int8 GEMM path ``int8_gemm`` takes by default, and why.
 
     Attributes:
-        name: ``"int_mm"``, ``"avx2_madd16"`` or ``"float32_blocked"``.
+        name: ``"int_mm"``, ``"avx2_maddubs"`` or ``"float32_blocked"``.
         reason: one sentence: the CPU features seen and the result of the exactness check.
         cpu_capability: ``torch.backends.cpu.get_cpu_capability()`` (e.g. ``"AVX512"``).
         int8_instructions: the int8 dot-product instruction sets the CPU advertises.
@@ -83,9 +86,10 @@ class GemmBackend:
 @dataclass(frozen=True, eq=False)
 class PackedInt8:
     """A right operand ``b [K, N]`` int8 prepared once for many :func:`int8_gemm` calls
-    (a layer's weight): the tensor itself and, on the ``"avx2_madd16"`` path, its packed
-    int16 panels. If ``b`` is modified in place later (its version counter moves), the panels
-    are ignored and ``b`` is used as it is now.
+    (a layer's weight): the tensor itself and, on the ``"avx2_maddubs"`` path, its packed
+    panels (int8 for the ``vpmaddubsw`` kernel where ``b`` is in [-127, 127], else int16).
+    If ``b`` is modified in place later (its version counter moves), the panels are ignored
+    and ``b`` is used as it is now.
     """
 
     b: torch.Tensor
@@ -102,12 +106,18 @@ def pack_int8(b: torch.Tensor) -> PackedInt8:
     if not isinstance(b, torch.Tensor) or b.dtype != torch.int8 or b.dim() != 2:
         raise TypeError(f"b must be a 2-D int8 tensor, got "
                         f"{getattr(b, 'dtype', type(b).__name__)}")
-    panels = None
-    if gemm_backend().name == "avx2_madd16":
-        from course.kernels.int8_gemm_avx2 import pack_b
-
-        panels = pack_b(b)
+    panels = _pack_avx2(b) if gemm_backend().name == "avx2_maddubs" else None
     return PackedInt8(b, panels, b._version)
+
+
+def _pack_avx2(b: torch.Tensor, parallel: bool = True) -> object:
+    """Panels of ``b`` for the AVX2 kernels: int8 (``vpmaddubsw``) if ``b`` is in [-127, 127],
+    else int16 (``vpmaddwd``)."""
+    from course.kernels import int8_gemm_avx2, int8_gemm_maddubs
+
+    if int8_gemm_maddubs.restricted(b):
+        return int8_gemm_maddubs.pack_b(b, parallel=parallel)
+    return int8_gemm_avx2.pack_b(b, parallel=parallel)
 
 
 def _check_operands(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,21 +194,41 @@ def _gemm_float32_blocked(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _gemm_avx2(a: torch.Tensor, b: torch.Tensor | PackedInt8) -> torch.Tensor:
+def _check_avx2() -> None:
     if not cpu_features.is_x86_64() or cpu_features.native_isa() == "generic":
-        raise RuntimeError("the avx2_madd16 int8 GEMM needs an x86-64 CPU with AVX2 and FMA")
-    from course.kernels.int8_gemm_avx2 import gemm_avx2
+        raise RuntimeError("the AVX2 int8 GEMM kernels need an x86-64 CPU with AVX2 and FMA")
 
+
+def avx2_gemm(a: torch.Tensor, b: torch.Tensor | PackedInt8, *,
+              parallel: bool = True) -> torch.Tensor:
+    """The ``"avx2_maddubs"`` path: int32 ``a @ b`` on the AVX2 kernels (no checks of ``a``;
+    ``parallel=False`` runs on the calling thread, without the GIL)."""
+    _check_avx2()
+    from course.kernels import int8_gemm_avx2, int8_gemm_maddubs
+
+    panels = None
     if isinstance(b, PackedInt8):
         if b.panels is not None and b.b._version == b.version:
-            return gemm_avx2(a, b.panels)
+            panels = b.panels
         b = b.b
+    if panels is None:
+        panels = _pack_avx2(b, parallel)
+    if isinstance(panels, int8_gemm_maddubs.PackedB):
+        return int8_gemm_maddubs.gemm_maddubs(a, panels, parallel=parallel)
+    return int8_gemm_avx2.gemm_avx2(a, panels, parallel=parallel)
+
+
+def _gemm_madd16(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    _check_avx2()
+    from course.kernels.int8_gemm_avx2 import gemm_avx2
+
     return gemm_avx2(a, b)
 
 
 _IMPLEMENTATIONS = {
     "int_mm": _gemm_int_mm,
-    "avx2_madd16": _gemm_avx2,
+    "avx2_maddubs": avx2_gemm,
+    "avx2_madd16": _gemm_madd16,
     "float32_blocked": _gemm_float32_blocked,
 }
 
@@ -218,23 +248,30 @@ def verify_exact(name: str) -> bool:
     """True if backend ``name`` matches :func:`int8_gemm_reference` bit for bit.
 
     The check problem is ``[7, 2053] x [2053, 9]`` with whole rows and columns at -128 and
-    127 (sums up to ``2053 * 2**14``, past float32's exact range) and random entries elsewhere.
+    127 (sums up to ``2053 * 2**14``, past float32's exact range) and random entries elsewhere;
+    for ``"avx2_maddubs"`` also with ``b`` clamped to [-127, 127] (its ``vpmaddubsw`` kernel).
     """
     if name not in _IMPLEMENTATIONS:
         raise ValueError(f"backend must be one of {', '.join(_IMPLEMENTATIONS)}, got {name!r}")
     a, b = _check_problem()
-    try:
-        got = _IMPLEMENTATIONS[name](a, b)
-    except (RuntimeError, NumbaError):
-        return False
-    return got.dtype == torch.int32 and torch.equal(got, int8_gemm_reference(a, b))
+    problems = [(a, b)]
+    if name == "avx2_maddubs":  # b in [-127, 127] takes the vpmaddubsw kernel: check it too
+        problems.append((a, b.clamp(min=INT8_MIN + 1)))
+    for a, b in problems:
+        try:
+            got = _IMPLEMENTATIONS[name](a, b)
+        except (RuntimeError, NumbaError):
+            return False
+        if got.dtype != torch.int32 or not torch.equal(got, int8_gemm_reference(a, b)):
+            return False
+    return True
 
 
 @functools.cache
 def gemm_backend() -> GemmBackend:
     """The default path of :func:`int8_gemm`, chosen (and verified) once per process.
 
-    >>> gemm_backend().name in ("int_mm", "avx2_madd16", "float32_blocked")
+    >>> gemm_backend().name in ("int_mm", "avx2_maddubs", "float32_blocked")
     True
     """
     capability = cpu_features.cpu_capability()
@@ -252,11 +289,12 @@ def gemm_backend() -> GemmBackend:
               if cpu_features.isa_forced() else "")
     seen += f", course kernels: {isa}{forced}"
     if isa in ("avx2", "avx512"):
-        if verify_exact("avx2_madd16"):
-            return GemmBackend("avx2_madd16", f"numba vpmaddwd int8 GEMM (int16 products, int32 "
-                               f"sums) verified bit-exact; {reason}; {seen}",
+        if verify_exact("avx2_maddubs"):
+            return GemmBackend("avx2_maddubs", f"numba AVX2 int8 GEMM verified bit-exact "
+                               f"(vpmaddubsw on |a| and b*sign(a) for b in [-127, 127], "
+                               f"vpmaddwd on int16 otherwise; int32 sums); {reason}; {seen}",
                                capability, instructions, isa)
-        reason += "; the avx2_madd16 kernel failed the exactness check"
+        reason += "; the avx2_maddubs kernels failed the exactness check"
     if not verify_exact("float32_blocked"):  # pragma: no cover - would mean a broken BLAS
         raise RuntimeError(f"no exact int8 GEMM path on this machine ({reason})")
     return GemmBackend("float32_blocked", f"exact float32 blocked matmul: {reason}; {seen}",
@@ -285,7 +323,7 @@ def int8_gemm(a: torch.Tensor, b: torch.Tensor | PackedInt8, *,
     a, b = _check_operands(a, b)
     if backend is None:
         name = gemm_backend().name
-        return _IMPLEMENTATIONS[name](a, packed if name == "avx2_madd16" else b)
+        return _IMPLEMENTATIONS[name](a, packed if name == "avx2_maddubs" else b)
     if backend == "reference":
         return int8_gemm_reference(a, b)
     if backend not in _IMPLEMENTATIONS:

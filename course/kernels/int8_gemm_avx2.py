@@ -10,10 +10,11 @@ into 8 int32 lanes. With ``k`` and ``k + 1`` of ``a`` interleaved in one 32-bit 
 same two rows of ``b`` interleaved per column, one instruction does 16 multiply-adds of
 ``c[i, j:j+8]``. It is exact: a pair of int8 products is at most ``2 * 2**14 = 2**15`` in
 magnitude, so nothing saturates, and the int32 accumulator holds any sum of
-``K <= MAX_K`` products. (``vpmaddubsw``, which other libraries' u8s8 kernels use, multiplies
-*unsigned* by signed bytes and saturates its int16 pair sums — 255 * 127 * 2 > 32767 — so it
-is not exact for every input; it needs 3 instructions and half the bytes per 32 products,
-where the exact widened form needs 4: two ``vpmaddwd`` and two ``vpaddd``.)
+``K <= MAX_K`` products. (``vpmaddubsw`` on raw bytes multiplies *unsigned* by signed bytes
+and saturates its int16 pair sums — 255 * 127 * 2 > 32767 — so it is not exact for every
+input; on ``|a|`` and ``b * sign(a)`` with ``b`` in [-127, 127] it is, and that kernel,
+:mod:`course.kernels.int8_gemm_maddubs`, is the one the ``"avx2_maddubs"`` path runs for
+such a ``b``. This widened kernel remains for a ``b`` holding -128.)
 
 Layout: ``a`` is packed per call into panels of :data:`MR` rows, pairs of ``k`` interleaved
 (int16 ``[M/MR, K/2, MR, 2]``); ``b`` into panels of :data:`NR` columns

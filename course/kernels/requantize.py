@@ -247,6 +247,20 @@ def _requantize_rows(acc, m, s, b, zp, qmin, qmax, out):  # pragma: no cover - c
             flat_out[base + n] = np.int8(min(max(q, lo), hi) + zp)
 
 
+@numba.njit(cache=True, nogil=True)
+def requantize_block(acc, r0, r1, c0, c1, m, s, b, zp, qmin, qmax,
+                     out):  # pragma: no cover - compiled
+    """``out[r, n]`` for ``r0 <= r < r1``, ``c0 <= n < c1``: the rule of this module on the
+    int32 ``acc[r, n]`` (2-D arrays, any row strides; per-channel ``m``, ``s``, ``b`` int64).
+    For kernels that requantize a block of their own accumulators while it is in cache."""
+    lo, hi = np.int64(qmin - zp), np.int64(qmax - zp)
+    for r in range(_U(r0), _U(r1)):
+        for n in range(_U(c0), _U(c1)):  # unsigned: no wraparound checks
+            v = min(max(np.int64(acc[r, n]) + b[n], INT32_MIN), INT32_MAX)
+            q = (v * m[n] + (np.int64(1) << (s[n] - 1))) >> s[n]
+            out[r, n] = np.int8(min(max(q, lo), hi) + zp)
+
+
 def _requantize_numba(acc: torch.Tensor, p: RequantParams) -> torch.Tensor:
     flat = acc.reshape(-1, p.channels).contiguous()
     out = torch.empty(flat.shape, dtype=torch.int8)

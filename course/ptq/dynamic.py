@@ -21,10 +21,10 @@ from torch import nn
 from course.kernels import (
     conv2d_int8,
     dequantize_accumulators,
-    int8_gemm,
     pack_int8,
     quantize_activations,
 )
+from course.kernels.int8_linear import linear_dequantize
 from course.ptq.integer_layers import quantize_layer_weights
 from course.ptq.plan import folded_model, plan_model
 
@@ -68,8 +68,8 @@ class DynamicInt8Linear(_DynamicLayer):
                              f"{self.weight.shape[1]}")
         lead = x.shape[:-1]
         q, scale, zp = quantize_activations(x.reshape(-1, x.shape[-1]))
-        acc = int8_gemm(q, self._w_packed)
-        y = dequantize_accumulators(acc, scale, zp, self.weight_scale, self._w_sum, self.bias)
+        y = linear_dequantize(q, self._w_packed, scale, zp, self.weight_scale, self._w_sum,
+                              self.bias)
         return y.reshape(*lead, -1)
 
     def extra_repr(self) -> str:

@@ -4,7 +4,8 @@ Between :class:`QuantizeInput` and :class:`DequantizeOutput` nothing is float: e
 :class:`IntLinear` / :class:`IntConv2d` multiplies int8 by int8 into int32, adds its int32
 bias and requantizes to int8 with a per-channel fixed-point multiplier and shift
 (:mod:`course.kernels.requantize`), a ReLU being the clamp at the output zero point and a
-following max pool fused in. :class:`IntLinear` runs :func:`course.kernels.int8_gemm`;
+following max pool fused in. :class:`IntLinear` runs the int8 GEMM with its requantization
+fused where the kernel allows (:func:`course.kernels.int8_linear.linear_requantize`);
 :class:`IntConv2d` runs :class:`course.kernels.int8_conv_fused.Conv2dRequantize` (conv,
 bias, requantization, ReLU and pool in one pass over cache-sized chunks of images; the
 exact accumulators come from a direct kernel, oneDNN's int8 conv or the int8 GEMM — see
@@ -34,16 +35,15 @@ from torch import nn
 
 from course.kernels import (
     backend_report,
-    int8_gemm,
     max_pool2d_int8,
     pack_int8,
     prepare_requantize,
     quantize_multiplier_per_channel,
     quantize_to_int8,
     relu_int8,
-    requantize_prepared,
 )
 from course.kernels.int8_conv_fused import FUSED_CONV_PATH, Conv2dRequantize
+from course.kernels.int8_linear import linear_requantize
 from course.quant import per_channel_scale, quantize
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -262,7 +262,7 @@ class IntLinear(_IntLayer):
         if q.shape[1] != self.weight.shape[1]:
             raise ValueError(f"q has {q.shape[1]} features, the layer expects "
                              f"{self.weight.shape[1]}")
-        return requantize_prepared(int8_gemm(q, self._w_packed), self._params)
+        return linear_requantize(q, self._w_packed, self._params)
 
     def fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fake_quant_output(F.linear(x, self._w_hat, self._b_hat))
