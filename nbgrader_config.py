@@ -94,7 +94,7 @@ c.HTMLExporter.sanitize_html = True
 # bubblewrap where the machine allows and warns loudly where it does not; "require" refuses to
 # grade without it; "off" never sandboxes (and warns).
 c.Sandbox.mode = "auto"
-c.Sandbox.memory_mb = 4096  # address space of each process
+c.Sandbox.memory_mb = 8192  # address space of each process (torch's CUDA build reserves ~3.4 GB)
 c.Sandbox.cpu_s = 900  # CPU seconds of each process
 c.Sandbox.processes = 512  # processes and threads of one sandbox user
 c.Sandbox.file_mb = 64  # largest file written

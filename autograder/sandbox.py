@@ -75,7 +75,7 @@ class Limits:
     the largest message the grader accepts from a kernel.
     """
 
-    memory_mb: int = 4096
+    memory_mb: int = 8192
     cpu_s: int = 900
     processes: int = 512
     file_mb: int = 64
