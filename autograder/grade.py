@@ -498,32 +498,36 @@ def _write_csvs(layout: CourseLayout, lab: str, out: Path) -> None:
             os.replace(temporary, out / name)
 
 
-def _grade_in_pool(pending: list[tuple[Intake, str]], jobs: int, timeout: float,
-                   materials: Materials, layout: CourseLayout, config: Config, keep,
-                   alone: bool = False) -> list[tuple[Intake, str]]:
-    """Grade ``pending`` ``jobs`` at a time; ``keep(intake, key, job, result, note)`` records
-    each result. Returns the submissions to grade again alone: those a wall-clock backstop
-    stopped under their CPU budget (never when ``alone``: that run's result is kept)."""
+def _grade_in_pool(pending: list[tuple], jobs: int, timeout: float, materials: Materials,
+                   layout: CourseLayout, config: Config, keep,
+                   alone: bool = False) -> list[tuple[Intake, str, dict]]:
+    """Grade ``pending`` (``(intake, key)``, or ``(intake, key, first result)`` when
+    ``alone``) ``jobs`` at a time; ``keep(intake, key, job, result, note)`` records each
+    result. Returns the submissions to grade again alone, with their first result: those a
+    wall-clock backstop stopped under their CPU budget, and those the grader could not grade
+    (a kernel that died starting, a worker that failed: the machine's fault as often as the
+    submission's). When ``alone``, every result is kept."""
     if not pending:
         return []
-    again: list[tuple[Intake, str]] = []
+    again: list[tuple[Intake, str, dict]] = []
     workers = _Workers(jobs, layout.work_dir / JOBS_DIR / materials.lab)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {}
-        for intake, key in pending:
+        for intake, key, *first in pending:
             job = job_for(intake, materials, layout, config)
-            futures[pool.submit(workers.run, job, timeout)] = (intake, key, job)
+            futures[pool.submit(workers.run, job, timeout)] = (intake, key, job, first)
         remaining = set(futures)
         try:
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                 for future in done:
-                    intake, key, job = futures[future]
+                    intake, key, job, first = futures[future]
                     result = future.result()
-                    if result.get("backstop") and not alone:
-                        again.append((intake, key))
+                    if not alone and (result.get("backstop") or not result.get("graded")):
+                        again.append((intake, key, result))
                     else:
-                        keep(intake, key, job, result, again_note(result) if alone else "")
+                        keep(intake, key, job, result,
+                             again_note(first[0], result) if alone else "")
         except BaseException:
             workers.stop()
             for future in remaining:
@@ -534,10 +538,13 @@ def _grade_in_pool(pending: list[tuple[Intake, str]], jobs: int, timeout: float,
     return again
 
 
-def again_note(result: dict) -> str:
-    """The note of a submission graded a second time, alone."""
-    note = ("graded again, alone: a wall-clock backstop stopped the first run while it was "
-            "under its CPU budget")
+def again_note(first: dict, result: dict) -> str:
+    """The note of a submission graded a second time, alone, after ``first``."""
+    if first.get("backstop"):
+        note = ("graded again, alone: a wall-clock backstop stopped the first run while it "
+                "was under its CPU budget")
+    else:
+        note = f"graded again, alone: the first run could not grade it ({first.get('problem')})"
     if result.get("backstop"):
         note += f"; stopped again ({result['backstop']}): scored as it ran"
     return note
@@ -622,8 +629,9 @@ def autograde(
 
         try:
             again = _grade_in_pool(pending, jobs, timeout, materials, layout, config, keep)
-            # Stopped by a wall-clock backstop while under the CPU budget: the machine, not
-            # the student, may have been slow. Graded once more, alone, scored from that run.
+            # Stopped by a wall-clock backstop while under the CPU budget, or not graded at all:
+            # the machine, not the student, may be the cause. Graded once more, alone, and
+            # scored from that run.
             _grade_in_pool(again, 1, timeout, materials, layout, config, keep, alone=True)
             for student in unchanged:
                 problem = _feedback(layout, lab, student, out, config, log)

@@ -30,7 +30,9 @@ EDGE_NOTE = "x lies on the edge of the clipping range [{lo:g}, {hi:g}]: the edge
 def _ste_inputs(hidden: bool) -> list[tuple]:
     if not hidden:
         return [("4-bit unsigned, zero point 3", uniform(81, (10,), -1.0, 3.0), 0.2, 3, 0, 15),
-                ("8-bit signed", uniform(82, (3, 4), -2.0, 2.0), 0.01, 0, -128, 127)]
+                ("8-bit signed", uniform(82, (3, 4), -2.0, 2.0), 0.01, 0, -128, 127),
+                ("the clipping edges themselves pass the gradient (edges included)",
+                 torch.tensor([-2.0, -2.5, 1.75, 2.0]), 0.25, 0, -8, 7)]
     edges = torch.tensor([-4.0, -4.25, 3.5, 3.75, 0.0, -3.999, 3.501])
     return [
         ("exactly on the clipping edges", edges, 0.5, 0, -8, 7),
