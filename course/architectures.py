@@ -15,12 +15,17 @@ parameters x 4 B = 233 MiB = 244 * 10^6 B). Three of the lecture's sizes are con
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from course.cost import count_macs, storage_bytes
+from course.latency import pinned_threads
+from course.measure import Timing, compare, model_size_bytes
 
 ARCHITECTURES = ("alexnet", "vgg16", "resnet18", "resnet50", "inception_v3", "mobilenet_v2",
                  "squeezenet1_0")
@@ -105,5 +110,129 @@ def size_row(name: str, model: nn.Module | None = None, *,
     return row
 
 
-__all__ = ["ARCHITECTURES", "CONVNET_BURDEN", "INPUT_SIZE", "LECTURE_MB", "STORED_BITS",
-           "Burden", "build", "size_row"]
+QUANTIZABLE = ("mobilenet_v2", "resnet18", "resnet50")
+"""Architectures of :data:`ARCHITECTURES` that ``torchvision.models.quantization`` also builds
+as quantizable models (with quant/dequant stubs and a ``fuse_model`` method)."""
+
+
+def quantized_engine() -> str:
+    """The quantized engine PyTorch should use on this CPU: ``x86`` (fbgemm and oneDNN kernels)
+    where it exists, else ``fbgemm``, else ``qnnpack`` (ARM); ``RuntimeError`` if none."""
+    engines = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm", "qnnpack"):
+        if engine in engines:
+            return engine
+    raise RuntimeError(f"this PyTorch build has no quantized CPU engine (it has {engines})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PyTorchInt8:
+    """torchvision's quantizable ``name`` with random weights, as PyTorch quantizes it.
+
+    ``fp32``: the float model with its batch norms folded into the convolutions (the same
+    fusion the int8 model gets: the fair float baseline); ``int8``: the same network after
+    eager-mode static quantization (int8 weights per output channel, int8 activations
+    calibrated with min/max observers on random images), running PyTorch's ``engine``.
+    """
+
+    name: str
+    engine: str
+    fp32: nn.Module
+    int8: nn.Module
+
+
+def _batch_norm_statistics(model: nn.Module, images: torch.Tensor) -> None:
+    """Set every batch norm's running mean and variance to those of ``images`` (one pass in
+    training mode, cumulative averages), then put ``model`` in eval mode: with random weights
+    and the initial statistics (mean 0, variance 1) the activations shrink layer after layer
+    to nothing; with these, each layer's output has the unit scale a trained network's has."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    model.eval()
+
+
+def pytorch_int8(name: str = "mobilenet_v2", *, calibration_images: int = 4,
+                 seed: int = 0) -> PyTorchInt8:
+    """PyTorch's own int8 version of a real architecture, from ``torchvision.models.quantization``
+    (``quantize=False``: built with random weights, fused, observed, calibrated and converted
+    here; nothing is downloaded). Random weights give the sizes and latency of the real
+    network, not its accuracy.
+
+    ``calibration_images``: random ``[3, H, W]`` images (normal, from ``seed``) that set the
+    batch norms' statistics and are shown to the observers. Both models are in eval mode;
+    their input is ``[B, 3, H, W]`` float32.
+    """
+    if name not in QUANTIZABLE:
+        raise ValueError(f"name must be one of {', '.join(QUANTIZABLE)}, got {name!r}")
+    if isinstance(calibration_images, bool) or not isinstance(calibration_images, int) \
+            or calibration_images < 1:
+        raise ValueError(f"calibration_images must be a positive int, got {calibration_images!r}")
+    from torchvision.models import quantization as tvq
+
+    engine = quantized_engine()
+    size = INPUT_SIZE[name]
+    builder = getattr(tvq, name)
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+        warnings.simplefilter("ignore")
+        import torch.ao.quantization as tq
+
+        torch.manual_seed(seed)
+        fp32 = builder(weights=None, quantize=False)
+        images = torch.randn(calibration_images, 3, size, size,
+                             generator=torch.Generator().manual_seed(seed))
+        _batch_norm_statistics(fp32, images)
+        fp32.fuse_model(is_qat=False)
+        model = copy.deepcopy(fp32)
+        # min/max activations (histogram observers, PyTorch's default, take tens of seconds on
+        # 224 x 224 images); reduce_range keeps the int8 products exact on CPUs without VNNI.
+        model.qconfig = tq.QConfig(
+            activation=tq.MinMaxObserver.with_args(reduce_range=True),
+            weight=tq.default_per_channel_weight_observer)
+        torch.backends.quantized.engine = engine
+        tq.prepare(model, inplace=True)
+        with torch.no_grad():
+            model(images)
+        tq.convert(model, inplace=True)
+    return PyTorchInt8(name=name, engine=engine, fp32=fp32, int8=model)
+
+
+def network_latency(pair: PyTorchInt8, batch: int = 1, *, threads: int | None = 1,
+                    repeats: int = 10, warmup: int = 2) -> dict:
+    """Sizes and median latency of one batch through ``pair.fp32`` and ``pair.int8``, timed
+    round-robin under ``torch.no_grad()`` on ``threads`` threads (1: one core, steady on a
+    shared machine; ``None``: as set).
+
+    Returns ``{"fp32": Timing, "int8": Timing, "fp32 bytes": int, "int8 bytes": int,
+    "speedup": float, "size ratio": float}`` (ratios int8 over fp32: time fp32/int8, bytes
+    int8/fp32).
+    """
+    if not isinstance(pair, PyTorchInt8):
+        raise TypeError(f"pair must be a PyTorchInt8 from pytorch_int8(), got "
+                        f"{type(pair).__name__}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    size = INPUT_SIZE[pair.name]
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = pair.engine
+    try:
+        with pinned_threads(threads), torch.no_grad():
+            t: dict[str, Timing] = compare({"fp32": lambda: pair.fp32(x),
+                                            "int8": lambda: pair.int8(x)},
+                                           warmup=warmup, repeats=repeats)
+    finally:
+        torch.backends.quantized.engine = previous
+    fp32_bytes, int8_bytes = model_size_bytes(pair.fp32), model_size_bytes(pair.int8)
+    return {"fp32": t["fp32"], "int8": t["int8"], "fp32 bytes": fp32_bytes,
+            "int8 bytes": int8_bytes, "speedup": t["fp32"].median_s / t["int8"].median_s,
+            "size ratio": int8_bytes / fp32_bytes}
+
+
+__all__ = ["ARCHITECTURES", "CONVNET_BURDEN", "INPUT_SIZE", "LECTURE_MB", "QUANTIZABLE",
+           "STORED_BITS", "Burden", "PyTorchInt8", "build", "network_latency", "pytorch_int8",
+           "quantized_engine", "size_row"]

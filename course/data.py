@@ -11,7 +11,11 @@
 Conventions: a :class:`Dataset` holds ``images`` as ``torch.uint8`` ``[N, 28, 28]`` (raw pixels
 0..255) and ``labels`` as ``torch.int64`` ``[N]``. A downloaded dataset is the official
 training set followed by the official test set. Loaders yield ``(x, y)`` with ``x``
-``float32 [B, 1, 28, 28]`` equal to ``pixel / 255`` and ``y`` ``int64 [B]``.
+``float32 [B, 1, 28, 28]`` equal to ``pixel / 255`` and ``y`` ``int64 [B]``. The scaling is a
+division, done once per batch: ``torchvision.transforms.v2.functional.to_dtype(x,
+torch.float32, scale=True)`` multiplies by ``1 / 255`` instead, which differs from ``pixel /
+255`` in the last bit of some pixels, and every trained model and reference of the labs is
+built on the division.
 
 The IDX file format lives in :mod:`course.idx` and fetching a file (temporary file, MD5,
 timeout, progress) in :mod:`course.download`; their public names are re-exported here, so

@@ -9,6 +9,13 @@ the timeout, a connection closed early) or its subclass :class:`ChecksumError`, 
 that says why and what to do. :mod:`course.data` builds its downloads on this module and
 re-exports its public names.
 
+Why not ``torchvision.datasets`` (``MNIST(download=True)`` and friends): its
+``download_url`` opens the URL with no timeout (a network that drops packets hangs a
+student's notebook for good), and its failures are bare ``RuntimeError``/``URLError`` from
+deep inside, with no offline alternative named. The files and MD5s :mod:`course.data` asks
+for are torchvision's own (``MNIST.resources``, ``FashionMNIST.resources``): a test checks
+that they agree.
+
 >>> RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c").md5[:8]
 'ec29112d'
 """

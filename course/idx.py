@@ -6,6 +6,12 @@ one; :func:`read_idx` reads one from disk, gzip-compressed or not. Anything malf
 :class:`IdxFormatError` with the file's name in the message. :mod:`course.data` re-exports all
 three.
 
+Why not torchvision's reader (``torchvision.datasets.mnist.read_sn3_pascalvincent_tensor``,
+which ``tests/test_idx.py`` checks this one against): it reads uncompressed files only (the
+course caches the published ``.gz`` files and checks their MD5s as published), and it checks
+the header with ``assert`` — no message naming the file, and no check at all under
+``python -O``.
+
 >>> parse_idx(bytes([0, 0, 0x08, 2, 0, 0, 0, 1, 0, 0, 0, 2, 7, 9]))
 tensor([[7, 9]], dtype=torch.uint8)
 """

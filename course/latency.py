@@ -22,7 +22,8 @@ bound, so fewer bytes per weight should mean less time. At batch 256 every weigh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numba
 import torch
@@ -74,6 +75,24 @@ def matmul_products(batch: int, in_features: int, out_features: int,
     }
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, torch and numba use ``threads`` threads (numba: at most its pool's
+    size); both are restored after. ``None`` changes nothing."""
+    if threads is None:
+        yield
+        return
+    _check_size(threads, "threads")
+    saved = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        numba.set_num_threads(saved[1])
+
+
 def matmul_latency(batch: int, in_features: int = 4096, out_features: int = 4096, *,
                    threads: int | None = 1, repeats: int = 7, warmup: int = 2,
                    seed: int = 0) -> dict[str, Timing]:
@@ -84,18 +103,8 @@ def matmul_latency(batch: int, in_features: int = 4096, out_features: int = 4096
     of the kernels on one core, steady on a shared machine); ``None`` leaves them as set.
     """
     products = matmul_products(batch, in_features, out_features, seed)
-    if threads is not None:
-        _check_size(threads, "threads")
-    saved = torch.get_num_threads(), numba.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with torch.no_grad():
-            return compare(products, warmup=warmup, repeats=repeats)
-    finally:
-        torch.set_num_threads(saved[0])
-        numba.set_num_threads(saved[1])
+    with pinned_threads(threads), torch.no_grad():
+        return compare(products, warmup=warmup, repeats=repeats)
 
 
-__all__ = ["FORMATS", "matmul_latency", "matmul_products", "weight_bytes"]
+__all__ = ["FORMATS", "matmul_latency", "matmul_products", "pinned_threads", "weight_bytes"]

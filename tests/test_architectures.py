@@ -41,3 +41,49 @@ def test_inception_is_built_for_inference_at_299():
 def test_unknown_name_is_an_error():
     with pytest.raises(ValueError, match="name"):
         architectures.build("lenet")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_int8() -> architectures.PyTorchInt8:
+    return architectures.pytorch_int8("mobilenet_v2", calibration_images=2)
+
+
+def test_pytorchs_int8_mobilenet_is_a_quantized_copy_of_the_folded_float(mobilenet_int8):
+    import torch
+
+    pair = mobilenet_int8
+    assert pair.engine in torch.backends.quantized.supported_engines
+    int8_convs = [m for m in pair.int8.modules() if type(m).__name__.startswith("Conv")
+                  and ".quantized" in type(m).__module__]
+    fp32_convs = [m for m in pair.fp32.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(int8_convs) == len(fp32_convs) == 52   # every conv of MobileNetV2 is int8
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in pair.fp32.modules())
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y_fp32, y_int8 = pair.fp32(x), pair.int8(x)
+    assert y_int8.shape == y_fp32.shape == (2, 1000)
+    cos = torch.nn.functional.cosine_similarity(y_fp32.flatten(), y_int8.flatten(), dim=0)
+    assert cos > 0.9, f"int8 output far from the float one (cosine {cos:.3f})"
+
+
+def test_network_latency_times_both_and_restores_what_it_changes(mobilenet_int8):
+    import torch
+
+    engine, threads = torch.backends.quantized.engine, torch.get_num_threads()
+    r = architectures.network_latency(mobilenet_int8, batch=1, repeats=2, warmup=1)
+    assert r["fp32"].repeats == r["int8"].repeats == 2
+    assert r["speedup"] == pytest.approx(r["fp32"].median_s / r["int8"].median_s)
+    assert 0.2 < r["size ratio"] < 0.3          # int8 weights, a few float scales and biases
+    assert r["int8 bytes"] == round(r["size ratio"] * r["fp32 bytes"])
+    assert torch.backends.quantized.engine == engine and torch.get_num_threads() == threads
+
+
+def test_pytorch_int8_checks_its_arguments(mobilenet_int8):
+    with pytest.raises(ValueError, match="name must be one of"):
+        architectures.pytorch_int8("alexnet")
+    with pytest.raises(ValueError, match="calibration_images"):
+        architectures.pytorch_int8("resnet18", calibration_images=0)
+    with pytest.raises(TypeError, match="pair must be a PyTorchInt8"):
+        architectures.network_latency(object())
+    with pytest.raises(ValueError, match="batch"):
+        architectures.network_latency(mobilenet_int8, batch=0)

@@ -65,6 +65,15 @@ def test_dataset_table() -> None:
         data.DATASETS["mine"] = data.DATASETS["mnist"]  # read-only
 
 
+def test_files_and_checksums_are_torchvisions() -> None:
+    datasets = pytest.importorskip("torchvision.datasets")
+    for name, published in (("mnist", datasets.MNIST), ("fashion_mnist", datasets.FashionMNIST)):
+        ours = [(f.filename, f.md5) for f in data.DATASETS[name].remote.files]
+        assert sorted(ours) == sorted(published.resources), name
+    assert data.DATASETS["mnist"].remote.base_url in datasets.MNIST.mirrors
+    assert data.DATASETS["fashion_mnist"].classes == tuple(datasets.FashionMNIST.classes)
+
+
 def test_load_dataset_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="name must be one of"):
         data.load_dataset("cifar10")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from course import idx
 
@@ -25,6 +26,17 @@ def test_idx_round_trip(dtype: str, tmp_path: Path, idx_bytes: IdxWriter) -> Non
     (tmp_path / "a.idx.gz").write_bytes(gzip.compress(idx_bytes(array)))
     np.testing.assert_array_equal(idx.read_idx(tmp_path / "a.idx").numpy(), array)
     np.testing.assert_array_equal(idx.read_idx(str(tmp_path / "a.idx.gz")).numpy(), array)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 28, 28)])
+def test_idx_reader_agrees_with_torchvisions(shape: tuple, tmp_path: Path,
+                                            idx_bytes: IdxWriter) -> None:
+    mnist = pytest.importorskip("torchvision.datasets.mnist")
+    array = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    (tmp_path / "a-ubyte").write_bytes(idx_bytes(array))
+    ours = idx.read_idx(tmp_path / "a-ubyte")
+    theirs = mnist.read_sn3_pascalvincent_tensor(str(tmp_path / "a-ubyte"))
+    assert ours.dtype == theirs.dtype == torch.uint8 and torch.equal(ours, theirs)
 
 
 def test_idx_is_big_endian() -> None:

@@ -54,6 +54,9 @@ def test_energy_and_latency_are_measured(executed):
     assert {(r["batch"], r["format"]) for r in rows} == {
         (b, f) for b in (1, 256) for f in ("fp32", "fp16", "int8", "binary")}
     assert all(r["median ms"] > 0 for r in rows)
+    network = results["network"]                 # PyTorch's own int8 MobileNetV2
+    assert [r["model"].split()[1] for r in network["rows"]] == ["fp32", "int8"]
+    assert 0.2 < network["size_ratio"] < 0.3 and network["speedup"] > 0
 
 
 # ----------------------------------------------------------------------------- grading
