@@ -120,7 +120,9 @@ def test_gemm_forced_avx2_is_chosen_reported_and_exact(monkeypatch):
     try:
         info = _fresh_backend(monkeypatch, "avx2")
         assert info.name == "avx2_maddubs" and info.kernel_isa == "avx2"
-        assert "COURSE_KERNEL_ISA=avx2" in info.reason and info.int8_instructions == ()
+        assert info.int8_instructions == ()
+        if cpu_features.native_isa() != "avx2":   # lowered below this CPU's own: said so
+            assert "COURSE_KERNEL_ISA=avx2" in info.reason
         a, b = _int8((37, 1000), 21), _int8((1000, 50), 22)
         a[0], b[:, 0] = -128, -128
         assert torch.equal(kernels.int8_gemm(a, b), kernels.int8_gemm_reference(a, b))
