@@ -112,8 +112,7 @@ def available_loops(lib: ctypes.CDLL) -> list[str]:
 
 
 def _macs_per_iter(lib: ctypes.CDLL, name: str) -> int:
-    return getattr(lib, "fp32_macs_per_iter" if name == "fp32_fma"
-                   else f"{name}_macs_per_iter")()
+    return getattr(lib, f"{name}_macs_per_iter")()
 
 
 def measure_ceilings(lib: ctypes.CDLL, loops: list[str], rounds: int = ROUNDS,

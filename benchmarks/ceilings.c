@@ -44,7 +44,7 @@ typedef float vf __attribute__((vector_size(4 * VLANES)));
 #define OPAQUE(buf) __asm__ volatile("" : : "r"(buf) : "memory")
 
 /* ------------------------------------------------------------------------------ fp32 */
-int fp32_macs_per_iter(void) { return 10 * VLANES; }
+int fp32_fma_macs_per_iter(void) { return 10 * VLANES; }
 
 double fp32_fma(long iters) {
     vf m, c, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9;
@@ -138,6 +138,18 @@ double int8_vnni(long iters) {
 }
 
 /* ---------------------------------------------------------------------------- binary */
+#if defined(__AVX2__)
+/* Bits set in each nibble value 0..15, in both 128-bit lanes (vpshufb looks up per lane). */
+static inline __m256i nibble_counts(void) {
+    return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+}
+
+/* Bits set in each byte of v (0..8), by looking up its two nibbles (needs lut and low). */
+#define POP(v) _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)), \
+                               _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)))
+#endif
+
 int has_binary_shuffle(void) { return has_int8_maddubs(); }
 
 int binary_shuffle_macs_per_iter(void) { return 8 * 4 * 256; }
@@ -147,8 +159,7 @@ double binary_shuffle(long iters) {
     __m256i w[64];
     for (int i = 0; i < 64; i++) w[i] = _mm256_set1_epi32((int)(0x9e3779b9u * (unsigned)(i + 1)));
     OPAQUE(w);
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i lut = nibble_counts();
     const __m256i low = _mm256_set1_epi8(0x0f);
     const __m256i b = _mm256_set1_epi32(0x12345678);
     __m256i total = _mm256_setzero_si256();
@@ -161,11 +172,8 @@ double binary_shuffle(long iters) {
         for (int r = 0; r < 8; r++) {
             __m256i x0 = _mm256_xor_si256(p[4 * r], b), x1 = _mm256_xor_si256(p[4 * r + 1], b),
                     x2 = _mm256_xor_si256(p[4 * r + 2], b), x3 = _mm256_xor_si256(p[4 * r + 3], b);
-#define POP(v) _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)), \
-                               _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)))
             c0 = _mm256_add_epi8(c0, POP(x0)); c1 = _mm256_add_epi8(c1, POP(x1));
             c2 = _mm256_add_epi8(c2, POP(x2)); c3 = _mm256_add_epi8(c3, POP(x3));
-#undef POP
         }
         const __m256i z = _mm256_setzero_si256();
         total = _mm256_add_epi64(total, _mm256_add_epi64(
@@ -197,8 +205,7 @@ double binary_mixed(long iters) {
     }
     OPAQUE(w);
     OPAQUE(q);
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i lut = nibble_counts();
     const __m256i low = _mm256_set1_epi8(0x0f), b = _mm256_set1_epi32(0x12345678);
     uint64_t bq = 0x123456789abcdef0ull, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
     __m256i total = _mm256_setzero_si256();
@@ -208,10 +215,7 @@ double binary_mixed(long iters) {
         const uint64_t *r64 = q + ((i & 1) << 5);
         for (int r = 0; r < 8; r++) {
             __m256i x0 = _mm256_xor_si256(p[2 * r], b), x1 = _mm256_xor_si256(p[2 * r + 1], b);
-#define POP(v) _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)), \
-                               _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)))
             c0 = _mm256_add_epi8(c0, POP(x0)); c1 = _mm256_add_epi8(c1, POP(x1));
-#undef POP
             t0 += (uint64_t)__builtin_popcountll(r64[4 * r] ^ bq);
             t1 += (uint64_t)__builtin_popcountll(r64[4 * r + 1] ^ bq);
             t2 += (uint64_t)__builtin_popcountll(r64[4 * r + 2] ^ bq);

@@ -15,9 +15,10 @@ parameters x 4 B = 233 MiB = 244 * 10^6 B). Three of the lecture's sizes are con
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -125,6 +126,17 @@ def quantized_engine() -> str:
     raise RuntimeError(f"this PyTorch build has no quantized CPU engine (it has {engines})")
 
 
+@contextlib.contextmanager
+def _quantized_engine(engine: str) -> Iterator[None]:
+    """PyTorch's quantized engine set to ``engine`` within the block, restored after."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
 @dataclass(frozen=True, kw_only=True)
 class PyTorchInt8:
     """torchvision's quantizable ``name`` with random weights, as PyTorch quantizes it.
@@ -177,8 +189,8 @@ def pytorch_int8(name: str = "mobilenet_v2", *, calibration_images: int = 4,
     engine = quantized_engine()
     size = INPUT_SIZE[name]
     builder = getattr(tvq, name)
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), _quantized_engine(engine):
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
         import torch.ao.quantization as tq
 
         torch.manual_seed(seed)
@@ -193,7 +205,6 @@ def pytorch_int8(name: str = "mobilenet_v2", *, calibration_images: int = 4,
         model.qconfig = tq.QConfig(
             activation=tq.MinMaxObserver.with_args(reduce_range=True),
             weight=tq.default_per_channel_weight_observer)
-        torch.backends.quantized.engine = engine
         tq.prepare(model, inplace=True)
         with torch.no_grad():
             model(images)
@@ -218,15 +229,10 @@ def network_latency(pair: PyTorchInt8, batch: int = 1, *, threads: int | None = 
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     size = INPUT_SIZE[pair.name]
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = pair.engine
-    try:
-        with pinned_threads(threads), torch.no_grad():
-            t: dict[str, Timing] = compare({"fp32": lambda: pair.fp32(x),
-                                            "int8": lambda: pair.int8(x)},
-                                           warmup=warmup, repeats=repeats)
-    finally:
-        torch.backends.quantized.engine = previous
+    with _quantized_engine(pair.engine), pinned_threads(threads), torch.no_grad():
+        t: dict[str, Timing] = compare({"fp32": lambda: pair.fp32(x),
+                                        "int8": lambda: pair.int8(x)},
+                                       warmup=warmup, repeats=repeats)
     fp32_bytes, int8_bytes = model_size_bytes(pair.fp32), model_size_bytes(pair.int8)
     return {"fp32": t["fp32"], "int8": t["int8"], "fp32 bytes": fp32_bytes,
             "int8 bytes": int8_bytes, "speedup": t["fp32"].median_s / t["int8"].median_s,
