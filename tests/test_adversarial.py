@@ -503,7 +503,10 @@ def test_an_interrupted_class_run_resumes_and_its_csv_files_agree(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", "--lab",
                                 TOY_LAB, "--submissions", str(subs), "--out", str(out),
                                 "--root", str(root), "--jobs", "1"], cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               # a shell without job control starts background jobs with SIGINT
+                               # ignored, and Python keeps it so: the user's Ctrl-C would reach it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ledger = root / "autograder" / "work" / "ledger" / f"{TOY_LAB}.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
