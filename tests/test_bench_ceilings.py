@@ -97,3 +97,14 @@ def test_no_compiler_is_a_reason_not_an_error(monkeypatch):
         __import__("tempfile").mkdtemp()))
     lib, how = bench_ceilings.compile_library()
     assert lib is None and "ceilings not measured" in how
+
+
+@pytest.mark.parametrize(("instructions", "amx"), [("avx512_vnni, avx_vnni, amx_int8", True),
+                                                   ("avx512_vnni", False), ("", False)])
+def test_a_gemm_above_its_ceiling_names_the_instructions_no_loop_measures(
+        monkeypatch, instructions, amx):
+    monkeypatch.setattr(bench_ceilings.kernels, "backend_report",
+                        lambda: {"int8_instructions": instructions})
+    reason = bench_ceilings.beyond("int8")
+    assert ("AMX" in reason) is amx
+    assert "AMX" not in bench_ceilings.beyond("binary")
