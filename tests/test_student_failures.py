@@ -9,6 +9,8 @@ failed test) and plain Python still prints the whole traceback.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -97,3 +99,101 @@ def test_a_failed_check_shows_only_its_message_in_a_notebook(tmp_path, monkeypat
     [other] = _errors(ordinary)
     assert other.ename == "AssertionError" and len(other.traceback) > 1
 
+
+# --------------------------------------------- `make check` from any folder of the checkout
+LABS = sorted(p.parent.name for p in (ROOT / "labs").glob("*/*.ipynb"))
+
+
+def _course_check(cwd: Path, *args: str) -> tuple[int, str, str]:
+    """``course-check --print ARGS`` run in ``cwd`` (in this process): (exit status, stdout,
+    stderr); stdout is the make command it would run."""
+    from course.grading.course_check import main
+
+    previous = Path.cwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["--print", *args])
+    finally:
+        os.chdir(previous)
+    return status, out.getvalue(), err.getvalue()
+
+
+def _checked(run: tuple[int, str, str]) -> str:
+    """The NB= of the make command a ``--print`` run printed."""
+    status, out, err = run
+    assert status == 0, err
+    words = out.split()
+    assert words[:5] == ["make", "--no-print-directory", "-C", str(ROOT), "check"], out
+    return words[5].removeprefix("NB=")
+
+
+@pytest.mark.skipif(not LABS, reason="no released lab in labs/")
+def test_course_check_finds_the_lab_of_the_folder_it_runs_in():
+    lab = LABS[0]
+    notebook = ROOT / "labs" / lab / f"{lab}.ipynb"
+    assert _checked(_course_check(ROOT / "labs" / lab)) == str(notebook)
+    assert _checked(_course_check(ROOT / "solutions" / lab)) == str(
+        ROOT / "solutions" / lab / f"{lab}.ipynb")
+    # From labs/ (where JupyterLab's terminal opens) and the root: a lab's name, or the path
+    # the notebooks print (relative to the root), or one relative to the folder.
+    assert _checked(_course_check(ROOT / "labs", lab)) == str(notebook)
+    assert _checked(_course_check(ROOT / "labs", f"labs/{lab}/{lab}.ipynb")) == str(notebook)
+    assert _checked(_course_check(ROOT / "labs", f"{lab}/{lab}.ipynb")) == str(notebook)
+    assert _checked(_course_check(ROOT, lab)) == str(notebook)
+
+
+@pytest.mark.skipif(not LABS, reason="no released lab in labs/")
+def test_course_check_runs_as_a_command_in_a_lab_folder():
+    lab = LABS[0]
+    run = subprocess.run([sys.executable, "-m", "course.grading.course_check", "--print"],
+                         cwd=ROOT / "labs" / lab, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == f"NB={ROOT / 'labs' / lab / f'{lab}.ipynb'}"
+
+
+def test_course_check_says_what_it_cannot_find():
+    status, _, err = _course_check(ROOT / "labs")
+    assert status == 2 and "which notebook?" in err
+    assert all(lab in err for lab in LABS)
+    status, _, err = _course_check(ROOT / "labs", "lab99_no_such_lab")
+    assert status == 2 and "no lab 'lab99_no_such_lab'" in err
+    status, _, err = _course_check(ROOT, "labs/nothing.ipynb")
+    assert status == 2 and "no notebook labs/nothing.ipynb" in err
+
+
+def test_course_check_outside_the_checkout_uses_the_installed_one(tmp_path):
+    from course.grading.course_check import NotFound, find_notebook, find_root
+
+    assert find_root(tmp_path) == ROOT  # the checkout this library was imported from
+    with pytest.raises(NotFound, match="which notebook"):
+        find_notebook(ROOT, tmp_path)
+    (tmp_path / "a.ipynb").write_text("{}")
+    (tmp_path / "b.ipynb").write_text("{}")
+    with pytest.raises(NotFound, match="several notebooks"):
+        find_notebook(tmp_path.parent, tmp_path)
+
+
+def test_course_check_is_a_console_script_of_the_package():
+    from importlib.metadata import entry_points
+
+    [script] = entry_points(group="console_scripts", name="course-check")
+    assert script.value == "course.grading.course_check:main"
+
+
+@pytest.mark.skipif(not LABS, reason="no released lab in labs/")
+def test_make_check_from_labs_forwards_to_the_root():
+    """labs/Makefile: `make check` in JupyterLab's terminal runs the root's target on the
+    same notebook (make -n: printed, not run)."""
+    lab = LABS[0]
+    expected = {f"{lab}/{lab}.ipynb": str(ROOT / "labs" / lab / f"{lab}.ipynb"),  # from labs/
+                f"labs/{lab}/{lab}.ipynb": f"labs/{lab}/{lab}.ipynb"}  # from the root
+    for nb, checked in expected.items():
+        run = subprocess.run(["make", "-n", "check", f"NB={nb}"], cwd=ROOT / "labs",
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "No rule to make target" not in run.stderr
+        [grade] = [line for line in run.stdout.splitlines() if "-m autograder check" in line]
+        assert grade.split()[-1] == f'"{checked}"'
