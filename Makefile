@@ -2,7 +2,7 @@
 PY         ?= python3
 VENV       ?= .venv
 BIN        := $(abspath $(VENV))/bin
-# The torch and torchvision builds to install first, as a matching pair (README, "Setup");
+# The torch and torchvision builds to install first, as a matching pair (README, "Platforms");
 # override for another build, e.g.
 #   make setup TORCH_SPEC="torch==2.14.1 torchvision==0.29.1 --index-url <your index>"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
