@@ -197,3 +197,20 @@ def test_make_check_from_labs_forwards_to_the_root():
         assert "No rule to make target" not in run.stderr
         [grade] = [line for line in run.stdout.splitlines() if "-m autograder check" in line]
         assert grade.split()[-1] == f'"{checked}"'
+
+
+def test_course_check_and_labs_makefile_really_run_the_root_target(tmp_path):
+    """Not just printed: both reach `python -m autograder check` through the root's Makefile,
+    which answers for a notebook of no lab (quickly, before any grading) with exit status 2."""
+    import nbformat
+    from nbformat.v4 import new_notebook
+
+    stray = tmp_path / "stray.ipynb"
+    nbformat.write(new_notebook(), str(stray))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in ([sys.executable, "-m", "course.grading.course_check", str(stray)],
+                    ["make", "--no-print-directory", "check", f"NB={stray}"]):
+        run = subprocess.run(command, cwd=ROOT / "labs", capture_output=True, text=True,
+                             timeout=600, env=env)
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "cannot tell which lab" in run.stderr and str(stray) in run.stderr, run.stderr
