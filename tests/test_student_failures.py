@@ -170,6 +170,11 @@ def test_course_check_outside_the_checkout_uses_the_installed_one(tmp_path):
     assert find_root(tmp_path) == ROOT  # the checkout this library was imported from
     with pytest.raises(NotFound, match="which notebook"):
         find_notebook(ROOT, tmp_path)
+    lab = tmp_path / "labs" / "lab01_x"  # JupyterLab's checkpoint copies are not the lab
+    (lab / ".ipynb_checkpoints").mkdir(parents=True)
+    (lab / "lab01_x.ipynb").write_text("{}")
+    (lab / ".ipynb_checkpoints" / "lab01_x-checkpoint.ipynb").write_text("{}")
+    assert find_notebook(tmp_path, lab / ".ipynb_checkpoints") == lab / "lab01_x.ipynb"
     (tmp_path / "a.ipynb").write_text("{}")
     (tmp_path / "b.ipynb").write_text("{}")
     with pytest.raises(NotFound, match="several notebooks"):

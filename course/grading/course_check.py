@@ -102,6 +102,8 @@ def find_notebook(root: Path, cwd: Path, target: str | None = None) -> Path:
         for folder in (cwd, *cwd.parents):
             if folder == root:
                 break
+            if folder.name.startswith("."):  # .ipynb_checkpoints/ holds copies, not the lab
+                continue
             notebook = _folder_notebook(folder)
             if notebook is not None:
                 return notebook
