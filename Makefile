@@ -2,7 +2,7 @@
 PY         ?= python3
 VENV       ?= .venv
 BIN        := $(abspath $(VENV))/bin
-# The torch and torchvision builds to install first, as a matching pair (README, "Setup");
+# The torch and torchvision builds to install first, as a matching pair (README, "Platforms");
 # override for another build, e.g.
 #   make setup TORCH_SPEC="torch==2.14.1 torchvision==0.29.1 --index-url <your index>"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -32,7 +32,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
+# jupyter_config/ is read too: labconfig/page_config.json disables JupyterLab's announcements
+# plugin (it asks about "official Jupyter news" and fetches news and updates online).
 lab: $(STAMP)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter_config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 	$(BIN)/jupyter lab --notebook-dir=labs --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything, the `slow` tests included (notebooks executed, classes graded): CI runs this.

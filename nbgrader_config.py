@@ -34,8 +34,29 @@ if ROOT not in sys.path:
 
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+from traitlets import List  # noqa: E402
 
 from autograder.feedback import ClearHiddenTestTracebacks  # noqa: E402
+
+
+def _accepts_display_priority(preprocessor: type) -> type:
+    """``preprocessor``, accepting the ``display_data_priority`` the feedback's exporter sets.
+
+    nbconvert's HTMLExporter, which writes the feedback pages, configures
+    ``NbConvertBase.display_data_priority`` for every preprocessor it runs; nbgrader's
+    preprocessors redeclare that trait without ``config=True`` (none of them reads it), so
+    traitlets logged "Config option `display_data_priority` not recognized" for each of them,
+    for every student, into autograde.log. The subclass only declares the trait configurable:
+    same name (so the same config section), same default, same behaviour; the exporter's own
+    priority (which output of a cell the page shows) is untouched.
+    """
+    trait = preprocessor.class_traits()["display_data_priority"]
+    if trait.metadata.get("config"):
+        return preprocessor
+    return type(preprocessor.__name__, (preprocessor,), {
+        "__doc__": preprocessor.__doc__, "__module__": "nbgrader_config",
+        "display_data_priority": List(trait.default()).tag(config=True)})
+
 
 c.CourseDirectory.course_id = COURSE_ID
 c.CourseDirectory.root = ROOT
@@ -81,10 +102,10 @@ c.OverwriteCells.add_missing_cells = True
 # Feedback must not show hidden tests: neither their code (ClearHiddenTests) nor the code
 # lines an error traceback quotes (ClearHiddenTestTracebacks, which must run first).
 c.GenerateFeedback.preprocessors = [
-    GetGrades,
+    _accepts_display_priority(GetGrades),
     CSSHTMLHeaderPreprocessor,
-    ClearHiddenTestTracebacks,
-    ClearHiddenTests,
+    _accepts_display_priority(ClearHiddenTestTracebacks),
+    _accepts_display_priority(ClearHiddenTests),
 ]
 # Feedback pages show what a student's code displayed: no scripts from it.
 c.HTMLExporter.sanitize_html = True

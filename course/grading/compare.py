@@ -36,7 +36,20 @@ FLOAT_ATOL = 1e-7
 
 
 class Mismatch(AssertionError):
-    """A result that differs from the reference; the message says where and how."""
+    """A result that differs from the reference; the message says where and how.
+
+    In a notebook the message is all a student sees: IPython shows an exception that has a
+    ``_render_traceback_`` method as the lines it returns, so a failed check shows one line,
+    ``Mismatch: <message>``, with no frames of ``course.grading`` above it (they would say
+    nothing about the student's code, which ran inside the check). That line is the error
+    output's ``traceback``, which nbgrader's Validate and feedback show too: the same line the
+    grader writes for the verdicts it reaches itself. Plain Python and pytest ignore the method
+    and print the full traceback.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        """The lines IPython shows for this error: ``["Mismatch: <message>"]``."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 @dataclass(frozen=True)
