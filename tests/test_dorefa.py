@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course.quant.dorefa import (
+from course.methods.dorefa import (
     DoReFaActivation,
     DoReFaConv2d,
     DoReFaLinear,
@@ -222,7 +222,7 @@ def test_dorefa_model_converts_layers_and_keeps_the_original():
 
 
 # ------------------------------------------------------------- the lecture's hands-on 1 bit
-from course.quant import dorefa as _dorefa  # noqa: E402
+from course.methods import dorefa as _dorefa  # noqa: E402
 
 
 def test_unscaled_one_bit_weights_follow_the_k_bit_formula_like_larq():

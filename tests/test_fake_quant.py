@@ -1,4 +1,4 @@
-"""course.quant.fake_quant: the FakeQuantize module and its switches.
+"""course.nn.fake_quant: the FakeQuantize module and its switches.
 
 Forward against PyTorch's fake_quantize_per_tensor_affine / per_channel_affine with the
 module's qparams; the moving-average range against a plain float64 loop; observers that
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from course.ptq import MinMaxObserver
-from course.quant.fake_quant import (
+from course.methods.ptq import MinMaxObserver
+from course.nn.fake_quant import (
     FakeQuantize,
     enable_fake_quant,
     fake_quantizers,
@@ -196,7 +196,7 @@ def test_model_wide_switches():
     ({"axis": 0, "symmetric": True, "observer": "minmax"}, ValueError, "per tensor only"),
     ({"observer": "median"}, ValueError, "unknown observer"),
     ({"observer": 3}, TypeError, "observer_factory must be"),
-    ({"observer": lambda: "not an observer"}, TypeError, "course.ptq Observer"),
+    ({"observer": lambda: "not an observer"}, TypeError, "course.observe Observer"),
 ])
 def test_bad_arguments_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autograder.cases import lab01_direct_quantization as lab01
-from course import quant
+from course import measure, quant
 from course.grading import (
     Mismatch,
     check,
@@ -21,14 +21,18 @@ from course.grading import (
     loads,
     references_path,
 )
+from course.methods import direct
 
 LAB = lab01.LAB
+# the library's implementation of each lab01 exercise: course.quant's primitives, and these
+MOVED_UP = {"direct_quantize": direct.direct_quantize, "sqnr_db": measure.sqnr_db}
 
 
 @pytest.mark.parametrize("hidden", [False, True], ids=["visible", "hidden"])
 @pytest.mark.parametrize("name", sorted(lab01.EXERCISES))
 def test_library_passes_its_own_references(name, hidden):
-    assert check(LAB, name, getattr(quant, name), hidden=hidden) is None  # None: not a score
+    library = MOVED_UP.get(name) or getattr(quant, name)
+    assert check(LAB, name, library, hidden=hidden) is None  # None: not a score
 
 
 def test_hidden_cases_cover_the_edge_cases_the_lab_promises():
@@ -115,7 +119,7 @@ def direct_quantize_in_place(model, num_bits, per_channel=False):
 
 
 def direct_quantize_touches_bias(model, num_bits, per_channel=False):
-    out = quant.direct_quantize(model, num_bits, per_channel)
+    out = direct.direct_quantize(model, num_bits, per_channel)
     for m in out.modules():
         if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
             m.bias.data = quant.fake_quantize(m.bias.data, num_bits, True)

@@ -1,4 +1,4 @@
-"""course.inq against independent references: exponents by exhaustive search over exact
+"""course.methods.inq against independent references: exponents by exhaustive search over exact
 rationals, levels by a plain loop over candidate levels with exact distances, partitions by
 Python's sorted, the masked step against a plain optimizer step, and INQ end to end on a
 small model; bad inputs raise naming the argument."""
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from course import inq
-from course.inq import levels, partition, storage, training
 from course.kernels import pow2
 from course.measure import model_size_bytes
+from course.methods import inq
+from course.methods.inq import levels, partition, storage, training
 
 
 @pytest.mark.parametrize("module", [levels, partition, training, storage, pow2])

@@ -505,15 +505,15 @@ def test_quantize_to_int8_matches_course_quantize_including_ties():
 
 def test_quantize_activations_uses_affine_qparams_on_the_signed_range():
     x = torch.randn(64, 33, generator=_gen(14)) * 3 + 1
-    q, scale, zp = kernels.quantize_activations(x)
+    q, scale, zp = kernels.quantize_activations_int8(x)
     ref_scale, ref_zp = affine_qparams(x.min().item(), x.max().item(), 8)
     assert (scale, zp) == (ref_scale, ref_zp - 128)
     assert torch.equal(q, quantize(x, scale, zp, -128, 127, dtype=torch.int8))
     assert q.min().item() == -128 and q.max().item() == 127
     with pytest.raises(ValueError, match="NaN"):
-        kernels.quantize_activations(torch.tensor([1.0, float("nan")]))
+        kernels.quantize_activations_int8(torch.tensor([1.0, float("nan")]))
     with pytest.raises(TypeError, match="floating-point"):
-        kernels.quantize_activations(q)
+        kernels.quantize_activations_int8(q)
 
 
 def test_dequantize_accumulators_matches_float64_formula():

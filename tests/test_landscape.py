@@ -15,8 +15,9 @@ from torch.func import functional_call
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from course import landscape, quant
+from course import landscape
 from course.grading.fixtures import build as fixture
+from course.methods import direct
 
 
 def _state(model):
@@ -87,9 +88,9 @@ def test_one_quantization_step_is_the_directly_quantized_model(bits):
     step = landscape.quantization_direction(model, bits)
     assert _same_state(before, _state(model))
     moved = landscape.perturbed(model, step, 1.0).state_dict()
-    direct = quant.direct_quantize(model, bits, per_channel=True).state_dict()
-    for key in direct:
-        assert torch.allclose(moved[key], direct[key], rtol=0, atol=1e-6), key
+    quantized = direct.direct_quantize(model, bits, per_channel=True).state_dict()
+    for key in quantized:
+        assert torch.allclose(moved[key], quantized[key], rtol=0, atol=1e-6), key
     for key, p in model.named_parameters():
         if p.dim() <= 1:
             assert torch.count_nonzero(step[key]) == 0, key

@@ -1,4 +1,4 @@
-"""course.ptq: observers against numpy/torch statistics, calibration hooks that always come
+"""course.methods.ptq: observers against numpy/torch statistics, calibration hooks that always come
 off, batch-norm folding against the unfolded float model, the integer layers against an
 explicit integer computation and their fake-quant twin, and the three conversions on the
 trained course models (accuracy, agreement, bytes stored); bad input raises clear errors."""
@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from course import ptq
 from course.data import mnist_loaders
 from course.kernels import (
     conv2d_int8_reference,
@@ -19,6 +18,7 @@ from course.kernels import (
     requantize_reference,
 )
 from course.measure import model_size_bytes
+from course.methods import ptq
 from course.models import MLP, SmallCNN, SmallResNet
 from course.quant import affine_qparams, dequantize, quantize, symmetric_scale
 from course.train import evaluate, trained_model

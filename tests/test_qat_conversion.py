@@ -1,6 +1,7 @@
-"""course.qat.conversion: IntClamp and convert, the QAT model to course.ptq's integer model.
+"""course.methods.qat.conversion: IntClamp and convert, the QAT model to course.methods.ptq's
+integer model.
 
-References: course.ptq's full-integer conversion for PTQ at 8 bits; the QAT model itself
+References: course.methods.ptq's full-integer conversion for PTQ at 8 bits; the QAT model itself
 (fake-quant twin) for the converted integer model; plain integer ranges for the b-bit
 codes."""
 
@@ -9,10 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course import ptq
 from course.data import mnist_loaders
-from course.models import MLP
-from course.qat import (
+from course.methods import ptq
+from course.methods.qat import (
     IO_BITS,
     IntClamp,
     QATRecipe,
@@ -22,6 +22,7 @@ from course.qat import (
     qat_layers,
     train_qat,
 )
+from course.models import MLP
 from course.train import trained_model
 
 

@@ -1,7 +1,7 @@
-"""course.qat.layers: batch-norm folding for QAT, the QAT layers' training graph, the bias
+"""course.methods.qat.layers: batch-norm folding for QAT, the QAT layers' training graph, the bias
 grid.
 
-References: course.ptq.fold_batch_norm (float64) and the unfolded layer-then-BN; PyTorch's
+References: course.nn.fold_batch_norm (float64) and the unfolded layer-then-BN; PyTorch's
 own fake-quantize and batch-norm functions for the training graph; PyTorch's rounding for
 the bias codes."""
 
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from conftest import random_bn
 from torch import nn
 
-from course import ptq
-from course.qat import QATConv2d, QATLinear, bias_codes, fold_scale, folded_parameters
+from course.methods import ptq
+from course.methods.qat import QATConv2d, QATLinear, bias_codes, fold_scale, folded_parameters
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""course.qat.model: prepare_qat (structure, bit widths, the float model left alone), the
+"""course.methods.qat.model: prepare_qat (structure, bit widths, the float model left alone), the
 observers' modes, calibrate_qat.
 
 References: the float model's own state dict and module types; PyTorch's SGD step on the
@@ -11,9 +11,9 @@ import torch
 from conftest import random_bn
 from torch import nn
 
+from course.methods.qat import IO_BITS, QATLinear, QATModel, calibrate_qat, prepare_qat
 from course.models import MLP, SmallCNN, SmallResNet
-from course.qat import IO_BITS, QATLinear, QATModel, calibrate_qat, prepare_qat
-from course.quant.fake_quant import fake_quantizers
+from course.nn.fake_quant import fake_quantizers
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""course.qat.training: QATRecipe's checks and learning rates, train_qat's switches, and
+"""course.methods.qat.training: QATRecipe's checks and learning rates, train_qat's switches, and
 what QAT buys: at 2 bits it beats PTQ (the same modules, calibrated only) on MNIST."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from course.data import mnist_loaders
-from course.models import MLP
-from course.qat import (
+from course.methods.qat import (
     QATRecipe,
     calibrate_qat,
     freeze_bn_stats,
@@ -16,7 +15,8 @@ from course.qat import (
     qat_layers,
     train_qat,
 )
-from course.quant.fake_quant import fake_quantizers
+from course.models import MLP
+from course.nn.fake_quant import fake_quantizers
 from course.train import evaluate, trained_model
 
 

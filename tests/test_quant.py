@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from course import quant
+from course import measure, quant
 from course.grading import fixtures
+from course.methods import direct
 
 
 def _away_from_ties(x: torch.Tensor, scale) -> torch.Tensor:
@@ -92,18 +93,18 @@ def test_sqnr_matches_float64_and_the_six_db_rule():
     x = torch.randn(100_000, generator=torch.Generator().manual_seed(1))
     x_hat = quant.fake_quantize(x, 8, symmetric=True)
     xd, nd = x.double().numpy(), (x - x_hat).double().numpy()
-    assert quant.sqnr_db(x, x_hat) == pytest.approx(10 * np.log10((xd**2).sum() / (nd**2).sum()))
-    gains = [quant.sqnr_db(x, quant.fake_quantize(x, b + 1, True)) -
-             quant.sqnr_db(x, quant.fake_quantize(x, b, True)) for b in range(4, 8)]
+    assert measure.sqnr_db(x, x_hat) == pytest.approx(10 * np.log10((xd**2).sum() / (nd**2).sum()))
+    gains = [measure.sqnr_db(x, quant.fake_quantize(x, b + 1, True)) -
+             measure.sqnr_db(x, quant.fake_quantize(x, b, True)) for b in range(4, 8)]
     assert all(5.0 < g < 7.0 for g in gains), gains
-    assert quant.sqnr_db(x, x.clone()) == float("inf")
+    assert measure.sqnr_db(x, x.clone()) == float("inf")
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_direct_quantize_changes_only_weights_of_a_copy(per_channel):
     model = fixtures.build("conv_linear", 0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = quant.direct_quantize(model, 3, per_channel=per_channel)
+    out = direct.direct_quantize(model, 3, per_channel=per_channel)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"input changed: {k}"
     for k, v in out.state_dict().items():
@@ -122,7 +123,7 @@ def test_one_bit_weights_through_the_sign_quantizer():
     torch.testing.assert_close(quant.binarize(w), torch.tensor([[4 / 3, -4 / 3, 4 / 3],
                                                                 [1.0, 1.0, -1.0]]))
     assert quant.binarize(w, per_channel=False).abs().unique().tolist() == [pytest.approx(7 / 6)]
-    model = quant.quantize_weights(nn.Sequential(nn.Linear(3, 2)), quant.binarize)
+    model = direct.map_weights(nn.Sequential(nn.Linear(3, 2)), quant.binarize)
     assert model[0].weight.abs().unique(dim=1).shape[1] <= 3
     # alpha = mean|w| minimises ||w - a sign(w)||^2 over a
     ws = torch.randn(50, generator=torch.Generator().manual_seed(2))
@@ -159,9 +160,9 @@ def test_one_bit_weights_through_the_sign_quantizer():
         (lambda: quant.fake_quantize_per_channel(torch.ones(2, 2), 4, axis=2), ValueError, "axis"),
         (lambda: quant.fake_quantize_per_channel(torch.ones(2, 2), 4, axis=0.5), TypeError,
          "axis"),
-        (lambda: quant.direct_quantize(nn.ReLU(), 8), ValueError, "no layer to quantize"),
-        (lambda: quant.direct_quantize("model", 8), TypeError, "model"),
-        (lambda: quant.direct_quantize(nn.Linear(2, 2), 1), ValueError, "binarize"),
+        (lambda: direct.direct_quantize(nn.ReLU(), 8), ValueError, "no layer to quantize"),
+        (lambda: direct.direct_quantize("model", 8), TypeError, "model"),
+        (lambda: direct.direct_quantize(nn.Linear(2, 2), 1), ValueError, "binarize"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, error, names):

@@ -1,10 +1,10 @@
-"""course.quant.swap: layers swapped for subclasses keep geometry, weights and place."""
+"""course.nn.swap: layers swapped for subclasses keep geometry, weights and place."""
 
 import pytest
 import torch
 from torch import nn
 
-from course.quant.swap import check_layer_names, like, replace_module
+from course.nn.swap import check_layer_names, like, replace_module
 
 
 class MyConv(nn.Conv2d):

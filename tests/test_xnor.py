@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course.measure import model_size_bytes, tensor_bytes
-from course.quant.xnor import (
+from course.methods.xnor import (
     BinaryConv2d,
     BinaryLinear,
     PackedBinaryConv2d,

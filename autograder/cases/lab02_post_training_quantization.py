@@ -185,13 +185,13 @@ WITHHELD = {
                    "course.kernels.int8_activation:requantize_max_pool2d_reference",
                    "course.kernels.int8_activation:_requantize_max_pool",
                    "course.kernels.int8_conv_fused:_pool_requantize"),
-    "quantized_linear": ("course.ptq.integer_layers:IntLinear.forward",
-                         "course.ptq.integer_layers:IntLinear.fake_quant_forward",
-                         "course.ptq.integer_layers:IntLinear.from_float",
-                         "course.ptq.integer_layers:IntegerModel.forward"),
-    "calibrate_ranges": ("course.ptq.calibration:calibrate",
-                         "course.ptq.observers:MinMaxObserver.update",
-                         "course.ptq.observers:MinMaxObserver.range"),
+    "quantized_linear": ("course.nn.integer:IntLinear.forward",
+                         "course.nn.integer:IntLinear.fake_quant_forward",
+                         "course.nn.integer:IntLinear.from_float",
+                         "course.nn.integer:IntegerModel.forward"),
+    "calibrate_ranges": ("course.observe.calibration:calibrate",
+                         "course.observe.observers:MinMaxObserver.update",
+                         "course.observe.observers:MinMaxObserver.range"),
 }
 
 def build() -> dict[str, bytes]:

@@ -83,7 +83,7 @@ from course.kernels.int8_conv_fused import (
 from course.kernels.int8_dynamic import (
     activation_qparams,
     dequantize_accumulators,
-    quantize_activations,
+    quantize_activations_int8,
     quantize_to_int8,
 )
 from course.kernels.int8_gemm import (
@@ -168,7 +168,7 @@ __all__ = [
     "max_pool2d_int8",
     "max_pool2d_int8_reference",
     "prepare_requantize",
-    "quantize_activations",
+    "quantize_activations_int8",
     "quantize_multiplier",
     "quantize_multiplier_per_channel",
     "quantize_to_int8",

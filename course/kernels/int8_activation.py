@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course.kernels.int8_conv import _check_int8, _pair
 from course.kernels.requantize import (
     INT8_MAX,
     INT8_MIN,
@@ -40,6 +39,7 @@ from course.kernels.requantize import (
     prepare_requantize,
     requantize_reference,
 )
+from course.quant.checks import check_int8, pair
 
 
 def relu_int8(q: torch.Tensor, zero_point: int) -> torch.Tensor:
@@ -60,8 +60,8 @@ def relu_int8(q: torch.Tensor, zero_point: int) -> torch.Tensor:
 
 
 def _pool_shape(x: torch.Tensor, kernel_size, stride) -> tuple[int, int, int, int]:
-    kh, kw = _pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride", 1)
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
     if x.shape[1] < kh or x.shape[2] < kw:
         raise ValueError(f"pooling window {(kh, kw)} is larger than the image "
                          f"{tuple(x.shape[1:3])}")
@@ -113,7 +113,7 @@ def max_pool2d_int8(x: torch.Tensor, kernel_size: int | tuple[int, int],
     tensor([[ 5,  7],
             [13, 15]], dtype=torch.int8)
     """
-    x = _check_int8(x, "x", 4, "[B, H, W, C] (channels last)")
+    x = check_int8(x, "x", 4, "[B, H, W, C] (channels last)")
     kh, kw, sh, sw = _pool_shape(x, kernel_size, stride)
     shape = (x.shape[0], (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1, x.shape[3])
     out = torch.empty(shape, dtype=torch.int8)
@@ -124,7 +124,7 @@ def max_pool2d_int8(x: torch.Tensor, kernel_size: int | tuple[int, int],
 def max_pool2d_int8_reference(x: torch.Tensor, kernel_size: int | tuple[int, int],
                               stride: int | tuple[int, int] | None = None) -> torch.Tensor:
     """:func:`max_pool2d_int8` by PyTorch's float64 ``max_pool2d`` (exact on int8 values)."""
-    x = _check_int8(x, "x", 4, "[B, H, W, C] (channels last)")
+    x = check_int8(x, "x", 4, "[B, H, W, C] (channels last)")
     kh, kw, sh, sw = _pool_shape(x, kernel_size, stride)
     pooled = F.max_pool2d(x.to(torch.float64).permute(0, 3, 1, 2), (kh, kw), (sh, sw))
     return pooled.permute(0, 2, 3, 1).to(torch.int8).contiguous()

@@ -35,48 +35,14 @@ tensor([[4, 6, 4],
 
 from __future__ import annotations
 
-import numbers
-
 import numba
 import numpy as np
 import torch
 
 from course.kernels.int8_gemm import MAX_K, int8_gemm
+from course.quant.checks import check_int8, check_pad_value, pair
 
 INT8_MIN, INT8_MAX = -128, 127
-
-
-def _pair(value: object, name: str, minimum: int) -> tuple[int, int]:
-    items = value if isinstance(value, tuple | list) else (value, value)
-    if len(items) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    out = []
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-        out.append(int(v))
-    return out[0], out[1]
-
-
-def _check_int8(t: object, name: str, dims: int, layout: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != torch.int8:
-        raise TypeError(f"{name} must be an int8 tensor, got {t.dtype}")
-    if t.dim() != dims:
-        raise ValueError(f"{name} must be {dims}-D {layout}, got shape {tuple(t.shape)}")
-    return t
-
-
-def _check_pad_value(pad_value: object) -> int:
-    if isinstance(pad_value, bool) or not isinstance(pad_value, numbers.Integral):
-        raise TypeError(f"pad_value must be an int (the input zero point), got "
-                        f"{type(pad_value).__name__}")
-    if not INT8_MIN <= pad_value <= INT8_MAX:
-        raise ValueError(f"pad_value must lie in the int8 range [-128, 127], got {pad_value}")
-    return int(pad_value)
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -166,11 +132,11 @@ def im2col_int8(x: torch.Tensor, kernel_size: int | tuple[int, int], *,
     >>> im2col_int8(torch.arange(4, dtype=torch.int8).reshape(1, 2, 2, 1), 2)
     tensor([[0, 1, 2, 3]], dtype=torch.int8)
     """
-    x = _check_int8(x, "x", 4, "[B, H, W, C] (channels last)")
-    kh, kw = _pair(kernel_size, "kernel_size", 1)
-    sh, sw = _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
-    pad = _check_pad_value(pad_value)
+    x = check_int8(x, "x", 4, "[B, H, W, C] (channels last)")
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    pad = check_pad_value(pad_value)
     batch, height, width, channels = x.shape
     out_h, out_w = output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
     xp = x.contiguous().numpy()
@@ -187,16 +153,16 @@ def im2col_int8(x: torch.Tensor, kernel_size: int | tuple[int, int], *,
 
 
 def _check_conv(x, weight, stride, padding, pad_value):
-    x = _check_int8(x, "x", 4, "[B, H, W, C_in] (channels last)")
-    weight = _check_int8(weight, "weight", 4, "[C_out, kh, kw, C_in]")
+    x = check_int8(x, "x", 4, "[B, H, W, C_in] (channels last)")
+    weight = check_int8(weight, "weight", 4, "[C_out, kh, kw, C_in]")
     if weight.shape[3] != x.shape[3]:
         raise ValueError(f"x has {x.shape[3]} channels (last axis) but weight expects "
                          f"{weight.shape[3]} (weight is [C_out, kh, kw, C_in] = "
                          f"{tuple(weight.shape)})")
     if weight.shape[1] * weight.shape[2] * weight.shape[3] > MAX_K:
         raise ValueError(f"kh * kw * C_in exceeds MAX_K = {MAX_K}: the int32 sum could overflow")
-    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
-    pad = _check_pad_value(pad_value)
+    stride, padding = pair(stride, "stride", 1), pair(padding, "padding", 0)
+    pad = check_pad_value(pad_value)
     out_h = output_size(x.shape[1], weight.shape[1], stride[0], padding[0])
     out_w = output_size(x.shape[2], weight.shape[2], stride[1], padding[1])
     return x, weight, stride, padding, pad, (x.shape[0], out_h, out_w, weight.shape[0])

@@ -61,9 +61,6 @@ import torch
 
 from course.kernels.int8_activation import max_pool2d_int8_reference
 from course.kernels.int8_conv import (
-    _check_int8,
-    _check_pad_value,
-    _pair,
     conv2d_int8_reference,
     output_size,
 )
@@ -82,6 +79,7 @@ from course.kernels.int8_conv_onednn import (
 )
 from course.kernels.int8_gemm import MAX_K, avx2_gemm, gemm_backend, int8_gemm, pack_int8
 from course.kernels.requantize import INT32_MAX, INT32_MIN, RequantParams, requantize_reference
+from course.quant.checks import check_int8, check_pad_value, pair
 
 PATHS = ("direct", "onednn", "gemm")
 """Names accepted by ``Conv2dRequantize(..., path=...)``; ``None`` picks one."""
@@ -228,8 +226,8 @@ def _check_pool(pool: object) -> tuple[int, int, int, int] | None:
         kernel, stride = pool
     else:
         kernel, stride = pool, pool
-    kh, kw = _pair(kernel, "pool kernel size", 1)
-    sh, sw = _pair(stride, "pool stride", 1)
+    kh, kw = pair(kernel, "pool kernel size", 1)
+    sh, sw = pair(stride, "pool stride", 1)
     return kh, kw, sh, sw
 
 
@@ -313,7 +311,7 @@ class Conv2dRequantize:
     def __init__(self, weight: torch.Tensor, params: RequantParams, *,
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  pad_value: int = 0, pool: object = None, path: str | None = None) -> None:
-        weight = _check_int8(weight, "weight", 4, "[C_out, kh, kw, C_in]")
+        weight = check_int8(weight, "weight", 4, "[C_out, kh, kw, C_in]")
         if not isinstance(params, RequantParams):
             raise TypeError(f"params must be RequantParams (from prepare_requantize), got "
                             f"{type(params).__name__}")
@@ -327,9 +325,9 @@ class Conv2dRequantize:
                              "could overflow")
         self.weight = weight.contiguous()
         self.params = params
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.pad_value = _check_pad_value(pad_value)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        self.pad_value = check_pad_value(pad_value)
         self.pool = _check_pool(pool)
         self.fallback: str | None = None
         self._requested_path = path
@@ -462,7 +460,7 @@ class Conv2dRequantize:
         return self._shapes[key]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_int8(x, "x", 4, "[B, H, W, C_in] (channels last)")
+        x = check_int8(x, "x", 4, "[B, H, W, C_in] (channels last)")
         if x.shape[3] != self.weight.shape[3]:
             raise ValueError(f"x has {x.shape[3]} channels (last axis) but weight expects "
                              f"{self.weight.shape[3]} (weight is [C_out, kh, kw, C_in] = "

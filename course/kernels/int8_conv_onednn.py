@@ -37,12 +37,10 @@ import torch
 
 from course.kernels import cpu_features
 from course.kernels.int8_conv import (
-    _check_int8,
-    _check_pad_value,
-    _pair,
     conv2d_int8,
     conv2d_int8_reference,
 )
+from course.quant.checks import check_int8, check_pad_value, pair
 
 UINT8_OFFSET = 128
 """int8 code ``q`` is uint8 code ``q + 128`` (the sign bit flipped)."""
@@ -135,15 +133,15 @@ class OneDnnConv:
                  padding: int | tuple[int, int] = 0, pad_value: int = 0) -> None:
         if not onednn_available():
             raise RuntimeError("this PyTorch build has no torch.ops.onednn.qconv2d_pointwise")
-        weight = _check_int8(weight, "weight", 4, "[C_out, kh, kw, C_in]")
+        weight = check_int8(weight, "weight", 4, "[C_out, kh, kw, C_in]")
         c_out, kh, kw, c_in = weight.shape
         if kh * kw * c_in > ONEDNN_EXACT_K:
             raise ValueError(f"kh * kw * C_in = {kh * kw * c_in} exceeds ONEDNN_EXACT_K = "
                              f"{ONEDNN_EXACT_K}: the float32 accumulators would not be exact")
         self.weight = weight.contiguous()
-        self.stride = list(_pair(stride, "stride", 1))
-        self.padding = list(_pair(padding, "padding", 0))
-        self.pad_value = _check_pad_value(pad_value)
+        self.stride = list(pair(stride, "stride", 1))
+        self.padding = list(pair(padding, "padding", 0))
+        self.pad_value = check_pad_value(pad_value)
         self._x_zp = self.pad_value + UINT8_OFFSET
         self._ones = torch.ones(c_out, dtype=torch.float32)
         self._zeros = torch.zeros(c_out, dtype=torch.int64)
@@ -159,7 +157,7 @@ class OneDnnConv:
                                              "pad_value": self.pad_value})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_int8(x, "x", 4, "[B, H, W, C_in] (channels last)")
+        x = check_int8(x, "x", 4, "[B, H, W, C_in] (channels last)")
         if x.shape[3] != self.weight.shape[3]:
             raise ValueError(f"x has {x.shape[3]} channels (last axis) but weight expects "
                              f"{self.weight.shape[3]}")

@@ -2,7 +2,7 @@
 
 ``gemm_maddubs(a, packed)`` computes ``c = a @ b`` for int8 ``a [M, K]`` (any value, -128
 included) and int8 ``b [K, N]`` restricted to ``[-127, 127]`` (the course's weights:
-symmetric, :data:`course.ptq.integer_layers.WEIGHT_QMAX`), int32 ``[M, N]``, bit for bit
+symmetric, :data:`course.nn.integer.WEIGHT_QMAX`), int32 ``[M, N]``, bit for bit
 equal to :func:`course.kernels.int8_gemm.int8_gemm_reference` for ``K <= MAX_K``.
 :func:`pack_b` refuses a ``b`` holding -128 (``ValueError``); the caller then takes the
 widened kernel of :mod:`course.kernels.int8_gemm_avx2`, exact for every input.

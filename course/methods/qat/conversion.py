@@ -1,6 +1,7 @@
-"""From a trained :class:`course.qat.QATModel` to ``course.ptq``'s integer-only model.
+"""From a trained :class:`course.methods.qat.QATModel` to the integer-only model of
+``course.methods.ptq``.
 
-:func:`convert` builds the :class:`course.ptq.IntegerModel` of lab02 with exactly the
+:func:`convert` builds the :class:`course.nn.IntegerModel` of lab02 with exactly the
 qparams the QAT model used: int8 x int8 -> int32 kernels throughout, the same integer
 weight codes (of the folded weights), the int32 bias ``round(b_fold / (s_in * s_w))``.
 
@@ -22,8 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.ptq.full_integer import UNSIGNED_TO_SIGNED
-from course.ptq.integer_layers import (
+from course.methods.ptq.full_integer import UNSIGNED_TO_SIGNED
+from course.methods.qat.layers import QATConv2d, QATLinear, bias_codes
+from course.methods.qat.model import QATModel, _check_qat_model
+from course.nn.fake_quant import FakeQuantize
+from course.nn.integer import (
     INT8_MAX,
     INT8_MIN,
     INT32_MAX,
@@ -37,9 +41,6 @@ from course.ptq.integer_layers import (
     IntReLU,
     QuantizeInput,
 )
-from course.qat.layers import QATConv2d, QATLinear, bias_codes
-from course.qat.model import QATModel, _check_qat_model
-from course.quant.fake_quant import FakeQuantize
 
 
 class IntClamp(IntModule):
@@ -142,7 +143,7 @@ def _int_layer(layer: QATLinear | QATConv2d, in_qparams: tuple[float, int],
 
 
 def convert(model: QATModel) -> IntegerModel:
-    """The integer-only model (``course.ptq.IntegerModel``) computing what ``model`` does
+    """The integer-only model (``course.nn.IntegerModel``) computing what ``model`` does
     in eval mode: the same qparams, the same integer weight codes (folded weights), an
     int32 bias ``round(b_fold / (s_in * s_w))``, int8 activations restricted to the b-bit
     codes. ``model`` must have been trained or calibrated; it is not modified.

@@ -1,4 +1,9 @@
-"""Input checks shared by the quantization primitives: one precise message per mistake."""
+"""Input checks shared across the course's layers: one precise message per mistake.
+
+The one home of the checks more than one module needs (bit widths, numbers, ranges,
+tensors, pairs, a convolution's geometry); a module keeps a private check only for a rule
+of its own. Imports nothing else of the course.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import math
 import numbers
 
 import torch
+from torch import nn
 
 MAX_BITS = 16
 """Largest bit width the primitives accept (integer codes up to int32 hold it exactly)."""
@@ -95,3 +101,63 @@ def as_param(value: object, name: str, like: torch.Tensor,
             raise ValueError(f"{name} must be an integer, got {number}")
         return int(number)
     return number
+
+
+def check_bits_or_float(bits: object, name: str, *, maximum: int, float_bits: int) -> int:
+    """``bits`` as an int between 1 and ``maximum``, or exactly ``float_bits`` (the bit width
+    that means "keep float", DoReFa's convention); TypeError / ValueError otherwise."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(bits).__name__} {bits!r}")
+    bits = int(bits)
+    if not (1 <= bits <= maximum or bits == float_bits):
+        raise ValueError(f"{name} must be between 1 and {maximum}, or {float_bits} "
+                         f"for float; got {bits}")
+    return bits
+
+
+def pair(value: object, name: str, minimum: int | None = None) -> tuple[int, int]:
+    """An int or a pair of ints (a kernel size, stride, padding) as a pair of ints, each at
+    least ``minimum`` when given (TypeError for a non-int, ValueError otherwise)."""
+    items = value if isinstance(value, tuple | list) else (value, value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if minimum is not None and item < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+        out.append(int(item))
+    return out[0], out[1]
+
+
+def check_int8(t: object, name: str, dims: int, layout: str) -> torch.Tensor:
+    """``t`` as an int8 tensor with ``dims`` axes (``layout`` names them in the message)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.int8:
+        raise TypeError(f"{name} must be an int8 tensor, got {t.dtype}")
+    if t.dim() != dims:
+        raise ValueError(f"{name} must be {dims}-D {layout}, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_pad_value(pad_value: object) -> int:
+    """An int8 padding value (the input zero point) as an int."""
+    if isinstance(pad_value, bool) or not isinstance(pad_value, numbers.Integral):
+        raise TypeError(f"pad_value must be an int (the input zero point), got "
+                        f"{type(pad_value).__name__}")
+    if not -128 <= pad_value <= 127:
+        raise ValueError(f"pad_value must lie in the int8 range [-128, 127], got {pad_value}")
+    return int(pad_value)
+
+
+def check_plain_conv(layer: nn.Conv2d) -> None:
+    """Raise ``ValueError`` unless ``layer`` has groups=1, dilation=1 and numeric zero
+    padding: the convolutions the binary kernels compute."""
+    if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or layer.padding_mode != "zeros":
+        raise ValueError("XNOR and packed convolutions support groups=1, dilation=1 and zero "
+                         f"padding only; got groups={layer.groups}, dilation={layer.dilation}, "
+                         f"padding_mode={layer.padding_mode!r}")
+    if isinstance(layer.padding, str):
+        raise ValueError(f"padding must be given as numbers, got {layer.padding!r}")

@@ -1,10 +1,10 @@
 """The QAT model: a float ``nn.Sequential`` with fake quantizers, and its switches.
 
 :func:`prepare_qat` turns a trained float model (the course's MLP or CNN, anything
-:func:`course.ptq.plan_model` accepts) into a :class:`QATModel`: an input fake quantizer,
-then each Linear / Conv2d as a :class:`course.qat.QATLinear` / :class:`course.qat.QATConv2d`
-that carries its batch norm and ReLU. :func:`freeze_bn_stats` and :func:`calibrate_qat`
-act on every QAT layer or quantizer of it.
+:func:`course.methods.ptq.plan_model` accepts) into a :class:`QATModel`: an input fake
+quantizer, then each Linear / Conv2d as a :class:`course.methods.qat.QATLinear` /
+:class:`course.methods.qat.QATConv2d` that carries its batch norm and ReLU.
+:func:`freeze_bn_stats` and :func:`calibrate_qat` act on every QAT layer or quantizer of it.
 
 **Bit widths.** ``bits`` applies to every weight and to the activations between layers;
 the model input and the final logits keep :data:`IO_BITS` = 8 (a 2-bit image or 2-bit
@@ -12,7 +12,7 @@ logits would change the task, not the network).
 
 **Post-training quantization at the same bit widths** is the same model without the
 fine-tuning: ``prepare_qat(model, bits, observer="minmax")`` then :func:`calibrate_qat`
-(observers watch float activations, as ``course.ptq.calibrate`` does).
+(observers watch float activations, as ``course.observe.calibrate`` does).
 
 >>> from course.models import MLP
 >>> qat = prepare_qat(MLP().eval(), 4)
@@ -33,16 +33,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.ptq.calibration import ObserverFactory, batch_inputs
-from course.ptq.folding import FOLDABLE
-from course.ptq.plan import NO_OPS, leaf_modules, plan_model
-from course.qat.layers import QAT_LAYERS, QATConv2d, QATLinear
-from course.quant.fake_quant import (
+from course.methods.ptq.plan import NO_OPS, leaf_modules, plan_model
+from course.methods.qat.layers import QAT_LAYERS, QATConv2d, QATLinear
+from course.nn.fake_quant import (
     ACTIVATION_OBSERVER,
     FakeQuantize,
     check_fake_quant_bits,
     fake_quantizers,
 )
+from course.nn.folding import FOLDABLE
+from course.observe.calibration import ObserverFactory, batch_inputs
 
 IO_BITS = 8
 """Bits of the model input and of the final logits, whatever the layers' bit width."""
@@ -54,7 +54,7 @@ class QATModel(nn.Sequential):
     flattens, standalone ReLUs as they were). Input and output as the float model's.
 
     ``weight_bits`` / ``activation_bits``: the bit widths it simulates. ``input_shape``:
-    the per-sample shape of the last input seen (what :func:`course.qat.convert` traces
+    the per-sample shape of the last input seen (what :func:`course.methods.qat.convert` traces
     with).
     """
 
@@ -92,14 +92,15 @@ def prepare_qat(model: nn.Module, bits: int, activation_bits: int | None = None,
     modified.
 
     Args:
-        model: a float ``nn.Sequential`` that :func:`course.ptq.plan_model` accepts (Linear /
-            Conv2d, each optionally followed by its BatchNorm and ReLU; MaxPool2d, Flatten).
+        model: a float ``nn.Sequential`` that :func:`course.methods.ptq.plan_model` accepts
+            (Linear / Conv2d, each optionally followed by its BatchNorm and ReLU; MaxPool2d,
+            Flatten).
             Dropout and Identity are left out.
         bits: weight bit width (2 to 8), per output channel, symmetric.
         activation_bits: bit width of the activations between layers (default ``bits``);
             the input and the logits keep :data:`IO_BITS`.
-        observer: activation observer (a ``course.ptq`` name, class or factory):
-            ``"moving_average"`` for QAT, ``"minmax"`` to mirror ``course.ptq``'s PTQ.
+        observer: activation observer (a ``course.methods.ptq`` name, class or factory):
+            ``"moving_average"`` for QAT, ``"minmax"`` to mirror ``course.methods.ptq``'s PTQ.
 
     Raises ``ValueError`` for bit widths outside [2, 8] (the integer model stores int8),
     a model with no Linear / Conv2d, or a layer the integer model cannot run.
@@ -170,7 +171,7 @@ def calibrate_qat(model: QATModel, loader: Iterable[Any],
     """Set every quantizer's qparams from ``loader``'s batches, without training.
 
     The model runs in eval mode (batch norms with running statistics), fake quantization
-    off, observers on: each sees the float values, as in ``course.ptq.calibrate``. Modes
+    off, observers on: each sees the float values, as in ``course.observe.calibrate``. Modes
     and switches are restored afterwards. Returns the number of batches used.
     """
     model = _check_qat_model(model)

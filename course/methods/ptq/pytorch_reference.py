@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.ptq.calibration import batch_inputs
+from course.observe.calibration import batch_inputs
 
 ENGINE = "x86"
 """Quantized engine for static models (x86 = fbgemm/oneDNN kernels on this kind of CPU)."""

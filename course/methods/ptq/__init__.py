@@ -1,27 +1,29 @@
-"""Post-training quantization: observers, calibration, and three conversions of a float model.
+"""Post-training quantization: three conversions of a float model, and PyTorch's own.
 
-* :mod:`course.ptq.observers` — MinMax, MovingAverageMinMax, Percentile and MSE observers:
-  ``update(x)`` per batch, then ``qparams(num_bits, symmetric)``.
-* :mod:`course.ptq.calibration` — ``calibrate(model, loader, observer)`` with forward hooks.
-* :mod:`course.ptq.folding` — batch-norm folding; :mod:`course.ptq.plan` — which float
-  layers a conversion understands (an ``nn.Sequential`` of Linear, Conv2d, BatchNorm,
-  ReLU, MaxPool2d, Flatten).
+The pieces come from the layers below and are re-exported here for the lab: observers and
+calibration (:mod:`course.observe`), batch-norm folding (:mod:`course.nn.folding`), the
+integer layers (:mod:`course.nn.integer`).
+
+* :mod:`course.methods.ptq.plan` — which float layers a conversion understands (an
+  ``nn.Sequential`` of Linear, Conv2d, BatchNorm, ReLU, MaxPool2d, Flatten).
 * :func:`to_dynamic_int8` — int8 weights, activations quantized per batch, float out.
 * :func:`to_full_integer` — static activation qparams, integer-only from the input
-  quantizer to the output dequantizer (:mod:`course.ptq.integer_layers`);
+  quantizer to the output dequantizer (:mod:`course.nn.integer`);
   :func:`fake_quant_twin` — its float32 simulation.
 * :func:`to_float16` — weights stored in float16.
+* :mod:`course.methods.ptq.pytorch_reference` — PyTorch's own dynamic and static int8
+  (``torch.ao.quantization``), the reference the course's conversions are compared with.
 
 All of them run on the exact int8 kernels of :mod:`course.kernels` and store the bytes
 they claim (``course.measure.model_size_bytes``).
 """
 
-from course.ptq.calibration import Calibration, calibrate
-from course.ptq.dynamic import DynamicInt8Conv2d, DynamicInt8Linear, to_dynamic_int8
-from course.ptq.float16 import Float16Conv2d, Float16Linear, to_float16
-from course.ptq.folding import fold_batch_norm
-from course.ptq.full_integer import fake_quant_twin, to_full_integer
-from course.ptq.integer_layers import (
+from course.methods.ptq.dynamic import DynamicInt8Conv2d, DynamicInt8Linear, to_dynamic_int8
+from course.methods.ptq.float16 import Float16Conv2d, Float16Linear, to_float16
+from course.methods.ptq.full_integer import fake_quant_twin, to_full_integer
+from course.methods.ptq.plan import plan_model, to_folded_fp32
+from course.nn.folding import fold_batch_norm
+from course.nn.integer import (
     DequantizeOutput,
     FakeQuantTwin,
     IntConv2d,
@@ -32,7 +34,8 @@ from course.ptq.integer_layers import (
     IntReLU,
     QuantizeInput,
 )
-from course.ptq.observers import (
+from course.observe.calibration import Calibration, calibrate
+from course.observe.observers import (
     OBSERVERS,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -40,7 +43,6 @@ from course.ptq.observers import (
     Observer,
     PercentileObserver,
 )
-from course.ptq.plan import plan_model, to_folded_fp32
 
 __all__ = [
     "OBSERVERS",

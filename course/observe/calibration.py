@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.ptq.observers import OBSERVERS, Observer
+from course.observe.observers import OBSERVERS, Observer
 
 ObserverFactory = Callable[[], Observer] | str
 

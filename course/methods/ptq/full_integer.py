@@ -3,10 +3,10 @@
 ``to_full_integer(model, calibration_data)``:
 
 1. reads the model as blocks and folds each batch norm into its layer
-   (:func:`course.ptq.plan.plan_model`);
+   (:func:`course.methods.ptq.plan.plan_model`);
 2. calibrates the folded model (static activation ranges: the input and each layer block's
    output, after its ReLU) with an observer — or takes a :class:`Calibration` you made
-   with :func:`course.ptq.calibrate` on the same model;
+   with :func:`course.observe.calibrate` on the same model;
 3. quantizes weights (int8, symmetric per output channel) and biases (int32), computes each
    layer's fixed-point multipliers, and builds the integer layers: int8 activations
    everywhere between the input quantizer and the output dequantizer.
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.ptq.calibration import Calibration, ObserverFactory, calibrate
-from course.ptq.integer_layers import (
+from course.methods.ptq.plan import FlattenBlock, LayerBlock, PoolBlock, folded_model, plan_model
+from course.nn.integer import (
     DequantizeOutput,
     FakeQuantTwin,
     IntConv2d,
@@ -40,8 +40,8 @@ from course.ptq.integer_layers import (
     IntReLU,
     QuantizeInput,
 )
-from course.ptq.observers import Observer
-from course.ptq.plan import FlattenBlock, LayerBlock, PoolBlock, folded_model, plan_model
+from course.observe.calibration import Calibration, ObserverFactory, calibrate
+from course.observe.observers import Observer
 
 ACTIVATION_BITS = 8
 UNSIGNED_TO_SIGNED = 128
@@ -82,14 +82,14 @@ def _flatten_inputs(float_model: nn.Sequential, input_shape: tuple[int, ...]
 def to_full_integer(model: nn.Module, calibration_data: Iterable[Any] | Calibration,
                     observer: ObserverFactory = "minmax",
                     num_batches: int | None = None) -> IntegerModel:
-    """Convert a float ``nn.Sequential`` (see :mod:`course.ptq.plan`) to integer-only.
+    """Convert a float ``nn.Sequential`` (see :mod:`course.methods.ptq.plan`) to integer-only.
 
     Args:
         model: the float model (eval mode: batch norms are folded with running stats). It
             is not modified.
         calibration_data: a loader (iterable of ``(x, y)`` or ``x`` batches of
             representative inputs), or a :class:`Calibration` of this model from
-            :func:`course.ptq.calibrate`.
+            :func:`course.observe.calibrate`.
         observer: observer class, factory or name, used when calibrating from a loader.
         num_batches: calibrate on the first ``num_batches`` batches only.
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from course.quant._checks import check_bits
 from course.quant.affine import fake_quantize, fake_quantize_per_channel
+from course.quant.checks import check_bits
 
 QUANTIZED_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 """Layer types whose weights direct quantization replaces."""
 
 
-def quantize_weights(
+def map_weights(
     model: nn.Module,
     weight_fn: Callable[[torch.Tensor], torch.Tensor],
     layer_types: tuple[type[nn.Module], ...] = QUANTIZED_LAYERS,
@@ -24,7 +24,7 @@ def quantize_weights(
     weight. Biases, batch norm and activations are untouched; ``model`` is not modified.
 
     >>> from course.quant.binary import binarize
-    >>> one_bit = quantize_weights(nn.Sequential(nn.Linear(4, 2)), binarize)
+    >>> one_bit = map_weights(nn.Sequential(nn.Linear(4, 2)), binarize)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -49,12 +49,12 @@ def direct_quantize(model: nn.Module, num_bits: int, per_channel: bool = False) 
     """Copy of ``model`` with every Linear and Conv2d weight symmetrically fake-quantized.
 
     Per tensor, or per output channel (axis 0) when ``per_channel``. ``num_bits >= 2``; for
-    1 bit use ``quantize_weights(model, course.quant.binarize)``.
+    1 bit use ``map_weights(model, course.quant.binarize)``.
     """
     bits = check_bits(num_bits, minimum=1)
     if bits < 2:
         raise ValueError("num_bits must be at least 2 for symmetric quantization; for 1 bit use "
-                         "quantize_weights(model, course.quant.binarize)")
+                         "map_weights(model, course.quant.binarize)")
     if per_channel:
-        return quantize_weights(model, lambda w: fake_quantize_per_channel(w, bits, axis=0))
-    return quantize_weights(model, lambda w: fake_quantize(w, bits, symmetric=True))
+        return map_weights(model, lambda w: fake_quantize_per_channel(w, bits, axis=0))
+    return map_weights(model, lambda w: fake_quantize(w, bits, symmetric=True))

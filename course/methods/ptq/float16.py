@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course.ptq.plan import folded_model, plan_model
+from course.methods.ptq.plan import folded_model, plan_model
 
 
 class _Float16Layer(nn.Module):
@@ -50,7 +50,7 @@ class Float16Conv2d(_Float16Layer):
 
 
 def to_float16(model: nn.Module) -> nn.Sequential:
-    """Float16-weight copy of a float ``nn.Sequential`` (see :mod:`course.ptq.plan`).
+    """Float16-weight copy of a float ``nn.Sequential`` (see :mod:`course.methods.ptq.plan`).
 
     Batch norms are folded, then every Linear and Conv2d stores float16 weights and bias.
     ``model`` is not modified.

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.inq.levels import inq_exponents, quantize_pow2
-from course.inq.partition import check_portion, inq_partition, random_partition
+from course.methods.inq.levels import inq_exponents, quantize_pow2
+from course.methods.inq.partition import check_portion, inq_partition, random_partition
 
 QUANTIZED_LAYERS = (nn.Linear, nn.Conv2d)
 """Layers whose weight INQ quantizes; everything else (biases, batch norm) stays float."""

@@ -7,8 +7,8 @@ they are. Two granularities, the usual choice for quantization-aware training:
 
 * **activations** (:meth:`FakeQuantize.for_activations`): per tensor, asymmetric, unsigned
   range ``[0, 2**b - 1]`` with a zero point. The range comes from an observer of
-  :mod:`course.ptq.observers`, by default the moving average of each batch's min and max
-  (:class:`course.ptq.MovingAverageMinMaxObserver`: the first batch sets it, each later
+  :mod:`course.observe.observers`, by default the moving average of each batch's min and max
+  (:class:`course.observe.MovingAverageMinMaxObserver`: the first batch sets it, each later
   batch moves it by ``AVERAGING_CONSTANT`` = 1% of the way).
 * **weights** (:meth:`FakeQuantize.for_weights`): per output channel (axis 0), symmetric,
   restricted signed range ``[-(2**(b-1) - 1), 2**(b-1) - 1]``, zero point 0; the scale is
@@ -32,24 +32,20 @@ tensor([0.4000, 3.0000])
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from course.quant._checks import check_bits, check_float_tensor
+from course.observe.calibration import ObserverFactory, make_observer_factory
+from course.observe.observers import Observer
 from course.quant.affine import per_channel_scale, qrange
+from course.quant.checks import check_bits, check_float_tensor
 from course.quant.ste import FakeQuantizeSTE
-
-if TYPE_CHECKING:  # course.ptq imports course.quant: at run time it is imported when used
-    from course.ptq.calibration import ObserverFactory
-    from course.ptq.observers import Observer
 
 MIN_BITS = 2
 """Fewest bits an affine fake quantizer accepts (see the module doc)."""
 
 ACTIVATION_OBSERVER = "moving_average"
-"""Default observer of activation fake quantizers (a name in ``course.ptq.OBSERVERS``)."""
+"""Default observer of activation fake quantizers (a name in ``course.observe.OBSERVERS``)."""
 
 WEIGHT_AXIS = 0
 """Output-channel axis of Linear ``[out, in]`` and Conv2d ``[out, in, kh, kw]`` weights."""
@@ -80,7 +76,7 @@ class FakeQuantize(nn.Module):
         axis: ``None`` for one scale per tensor, or the channel axis for one scale per
             slice (symmetric only; the input must then have the same channel count every
             call).
-        observer: per tensor only — a ``course.ptq`` observer class, a factory returning
+        observer: per tensor only — a ``course.methods.ptq`` observer class, a factory returning
             one, or a name (``"moving_average"`` by default, ``"minmax"``, ...).
 
     ``forward(x)``: float tensor in, same shape and dtype out. Raises ``RuntimeError`` when
@@ -107,8 +103,6 @@ class FakeQuantize(nn.Module):
                              "takes the scale from the tensor's own per-channel max |x|")
         self.axis = axis
         if axis is None:
-            from course.ptq.calibration import make_observer_factory
-
             self._factory = make_observer_factory(observer or ACTIVATION_OBSERVER)
         else:
             self._factory = None
@@ -138,11 +132,9 @@ class FakeQuantize(nn.Module):
     def _new_observer(self) -> Observer | None:
         if self._factory is None:
             return None
-        from course.ptq.observers import Observer
-
         obs = self._factory()
         if not isinstance(obs, Observer):
-            raise TypeError(f"observer must make a course.ptq Observer, got "
+            raise TypeError(f"observer must make a course.observe Observer, got "
                             f"{type(obs).__name__}")
         return obs
 

@@ -7,6 +7,7 @@ float model into a copy whose layers are their own subclasses of ``nn.Linear`` /
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection
 
 from torch import nn
@@ -47,3 +48,20 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` in place of the submodule called ``name`` (dotted) inside ``model``."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def without_relu(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose ``nn.ReLU`` modules are ``nn.Identity``: XNOR layers
+    binarize what they receive, so they must see batch-norm outputs, not ReLU outputs (the
+    sign of a ReLU output is always +1). ``model`` is not modified.
+
+    >>> without_relu(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))[1]
+    Identity()
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    out = copy.deepcopy(model)
+    for name, module in list(out.named_modules()):
+        if isinstance(module, nn.ReLU):
+            replace_module(out, name, nn.Identity())
+    return out

@@ -29,7 +29,7 @@ from fractions import Fraction
 import torch
 
 from course.kernels.pow2 import check_exponents, level_mask
-from course.quant._checks import check_bits, check_float_tensor, check_real
+from course.quant.checks import check_bits, check_float_tensor, check_real
 
 ZERO_BITS = 1
 """Bits of ``b`` that encode zero: the remaining ``b - 1`` hold a sign and ``2^(b-2)``

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from course.ptq.folding import FOLDABLE, fold_batch_norm
+from course.nn.folding import FOLDABLE, fold_batch_norm
 
 NO_OPS = (nn.Identity, nn.Dropout)
 

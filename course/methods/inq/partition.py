@@ -20,7 +20,7 @@ import numbers
 
 import torch
 
-from course.quant._checks import check_float_tensor
+from course.quant.checks import check_float_tensor
 
 
 def check_portion(portion: object) -> float:

@@ -22,11 +22,11 @@ from course.kernels import (
     conv2d_int8,
     dequantize_accumulators,
     pack_int8,
-    quantize_activations,
+    quantize_activations_int8,
 )
 from course.kernels.int8_linear import linear_dequantize
-from course.ptq.integer_layers import quantize_layer_weights
-from course.ptq.plan import folded_model, plan_model
+from course.methods.ptq.plan import folded_model, plan_model
+from course.nn.integer import quantize_layer_weights
 
 
 def _check_float(x: object, name: str = "x") -> torch.Tensor:
@@ -67,7 +67,7 @@ class DynamicInt8Linear(_DynamicLayer):
             raise ValueError(f"x has {x.shape[-1]} features, the layer expects "
                              f"{self.weight.shape[1]}")
         lead = x.shape[:-1]
-        q, scale, zp = quantize_activations(x.reshape(-1, x.shape[-1]))
+        q, scale, zp = quantize_activations_int8(x.reshape(-1, x.shape[-1]))
         y = linear_dequantize(q, self._w_packed, scale, zp, self.weight_scale, self._w_sum,
                               self.bias)
         return y.reshape(*lead, -1)
@@ -96,7 +96,7 @@ class DynamicInt8Conv2d(_DynamicLayer):
         if x.dim() != 4 or x.shape[1] != self.weight.shape[3]:
             raise ValueError(f"x must be [B, {self.weight.shape[3]}, H, W], got "
                              f"{tuple(x.shape)}")
-        q, scale, zp = quantize_activations(x.permute(0, 2, 3, 1))
+        q, scale, zp = quantize_activations_int8(x.permute(0, 2, 3, 1))
         acc = conv2d_int8(q, self.weight, stride=self.stride, padding=self.padding,
                           pad_value=zp)
         channels = self.weight.shape[0]
@@ -110,7 +110,7 @@ class DynamicInt8Conv2d(_DynamicLayer):
 
 
 def to_dynamic_int8(model: nn.Module) -> nn.Sequential:
-    """Dynamic-range int8 copy of a float ``nn.Sequential`` (see :mod:`course.ptq.plan`).
+    """Dynamic-range int8 copy of a float ``nn.Sequential`` (see :mod:`course.methods.ptq.plan`).
 
     Batch norms are folded, then every Linear and Conv2d is replaced by its dynamic int8
     layer; the rest stays float. ``model`` is not modified.

@@ -1,4 +1,4 @@
-"""Fine-tuning a :class:`course.qat.QATModel`: the recipe and the loop.
+"""Fine-tuning a :class:`course.methods.qat.QATModel`: the recipe and the loop.
 
 The forward pass sees b-bit values, the backward pass float32 gradients through the
 straight-through estimator. Batch-norm statistics and observers can be frozen from a given
@@ -17,11 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from course.qat.model import QATModel, _check_qat_model, freeze_bn_stats
-from course.quant.fake_quant import freeze_observers
-from course.train import TRAIN_THREADS, History, train_model
+from course.methods.qat.model import QATModel, _check_qat_model, freeze_bn_stats
+from course.nn.fake_quant import freeze_observers
+from course.train import History, train_model, training_threads
 
 
 @dataclass(frozen=True)
@@ -81,21 +79,19 @@ def train_qat(model: QATModel, loader: Iterable[Any], recipe: QATRecipe | None =
     losses: list[float] = []
     accuracies: list[float] = []
     seconds, device = 0.0, "cpu"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
     try:
-        for epoch in range(recipe.epochs):
-            if recipe.freeze_bn_epoch == epoch:
-                freeze_bn_stats(model)
-            if recipe.freeze_observers_epoch == epoch:
-                freeze_observers(model)
-            history = train_model(model, loader, epochs=1, lr=recipe.lr_at(epoch),
-                                  seed=seed + epoch, progress=progress)
-            losses += history.losses
-            accuracies += history.accuracies
-            seconds += history.seconds
-            device = history.device
+        with training_threads():
+            for epoch in range(recipe.epochs):
+                if recipe.freeze_bn_epoch == epoch:
+                    freeze_bn_stats(model)
+                if recipe.freeze_observers_epoch == epoch:
+                    freeze_observers(model)
+                history = train_model(model, loader, epochs=1, lr=recipe.lr_at(epoch),
+                                      seed=seed + epoch, progress=progress)
+                losses += history.losses
+                accuracies += history.accuracies
+                seconds += history.seconds
+                device = history.device
     finally:
-        torch.set_num_threads(threads)
         model.eval()
     return History(tuple(losses), tuple(accuracies), seconds, device)
