@@ -26,6 +26,7 @@ import numba
 import numpy as np
 import torch
 
+from course.kernels.numba_types import U64 as _U
 from course.quant import affine_qparams
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -48,7 +49,6 @@ def activation_qparams(x_min: float, x_max: float) -> tuple[float, int]:
 
 
 # Unsigned loop indices let numba drop its negative-index checks, so the loops vectorize.
-_U = numba.uint64
 
 
 @numba.njit(cache=True, nogil=True)

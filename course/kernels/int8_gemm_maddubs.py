@@ -26,7 +26,7 @@ multiple of 4, rows are not contiguous or ``M`` is not a multiple of :data:`MR`)
 packed once into panels of :data:`NR` columns, 4 consecutive ``k`` per 32-bit lane
 (int8 ``[Np/NR, Kp/4, NR, 4]``). Register tile :data:`MR` x :data:`NR` int32 (the
 accumulators, the ``b`` vectors, the broadcast, ``|a|`` and a product: no spills, checked
-by ``tests/test_kernels_int8.py`` on the assembly).
+by ``tests/course/kernels/test_int8.py`` on the assembly).
 
 Only compiled when called, and only called on x86-64 with AVX2
 (:func:`course.kernels.cpu_features.kernel_isa`): nothing here is compiled on ARM.

@@ -6,7 +6,7 @@ bias and requantizes to int8 with a per-channel fixed-point multiplier and shift
 (:mod:`course.kernels.requantize`), a ReLU being the clamp at the output zero point and a
 following max pool fused in. :class:`IntLinear` runs the int8 GEMM with its requantization
 fused where the kernel allows (:func:`course.kernels.int8_linear.linear_requantize`);
-:class:`IntConv2d` runs :class:`course.kernels.int8_conv_fused.Conv2dRequantize` (conv,
+:class:`IntConv2d` runs :class:`course.kernels.conv.fused.Conv2dRequantize` (conv,
 bias, requantization, ReLU and pool in one pass over cache-sized chunks of images; the
 exact accumulators come from a direct kernel, oneDNN's int8 conv or the int8 GEMM — see
 ``IntegerModel.kernels`` for which, per layer).
@@ -42,7 +42,7 @@ from course.kernels import (
     quantize_to_int8,
     relu_int8,
 )
-from course.kernels.int8_conv_fused import FUSED_CONV_PATH, Conv2dRequantize
+from course.kernels.conv.fused import FUSED_CONV_PATH, Conv2dRequantize
 from course.kernels.int8_linear import linear_requantize
 from course.quant import per_channel_scale, quantize
 

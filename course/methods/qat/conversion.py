@@ -25,7 +25,7 @@ from torch import nn
 
 from course.methods.ptq.full_integer import UNSIGNED_TO_SIGNED
 from course.methods.qat.layers import QATConv2d, QATLinear, bias_codes
-from course.methods.qat.model import QATModel, _check_qat_model
+from course.methods.qat.model import QATModel, check_qat_model
 from course.nn.fake_quant import FakeQuantize
 from course.nn.integer import (
     INT8_MAX,
@@ -148,7 +148,7 @@ def convert(model: QATModel) -> IntegerModel:
     int32 bias ``round(b_fold / (s_in * s_w))``, int8 activations restricted to the b-bit
     codes. ``model`` must have been trained or calibrated; it is not modified.
     """
-    model = _check_qat_model(model)
+    model = check_qat_model(model)
     flatten_shapes = _flatten_input_shapes(model)
     children = list(model.named_children())
     name, first = children[0]

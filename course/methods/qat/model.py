@@ -158,7 +158,7 @@ def freeze_bn_stats(model: nn.Module, frozen: bool = True) -> int:
     return len(with_bn)
 
 
-def _check_qat_model(model: object) -> QATModel:
+def check_qat_model(model: object) -> QATModel:
     """``model`` if it is a :class:`QATModel`, else ``TypeError`` (for the package)."""
     if not isinstance(model, QATModel):
         raise TypeError(f"model must be a QATModel from prepare_qat, got "
@@ -174,7 +174,7 @@ def calibrate_qat(model: QATModel, loader: Iterable[Any],
     off, observers on: each sees the float values, as in ``course.observe.calibrate``. Modes
     and switches are restored afterwards. Returns the number of batches used.
     """
-    model = _check_qat_model(model)
+    model = check_qat_model(model)
     if num_batches is not None and (isinstance(num_batches, bool)
                                     or not isinstance(num_batches, numbers.Integral)
                                     or num_batches < 1):

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from course.methods.qat.model import QATModel, _check_qat_model, freeze_bn_stats
+from course.methods.qat.model import QATModel, check_qat_model, freeze_bn_stats
 from course.nn.fake_quant import freeze_observers
 from course.train import History, train_model, training_threads
 
@@ -72,7 +72,7 @@ def train_qat(model: QATModel, loader: Iterable[Any], recipe: QATRecipe | None =
     left in **eval mode** — a training-mode call would let the observers move again.
     Returns the per-epoch :class:`course.train.History`.
     """
-    model = _check_qat_model(model)
+    model = check_qat_model(model)
     recipe = QATRecipe() if recipe is None else recipe
     if not isinstance(recipe, QATRecipe):
         raise TypeError(f"recipe must be a QATRecipe, got {type(recipe).__name__}")

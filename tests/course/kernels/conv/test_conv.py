@@ -16,8 +16,8 @@ import torch
 
 from course.kernels import conv2d_int8, prepare_requantize, quantize_multiplier_per_channel
 from course.kernels import cpu_features as fused_cpu
-from course.kernels import int8_conv_fused as fused
-from course.kernels.int8_conv_direct import (
+from course.kernels.conv import fused
+from course.kernels.conv.direct import (
     FLOAT32_EXACT_K,
     TAPS_PER_PASS,
     direct_conv_requantize,
@@ -25,7 +25,7 @@ from course.kernels.int8_conv_direct import (
     direct_weights,
     run_direct_plan,
 )
-from course.kernels.int8_conv_fused import (
+from course.kernels.conv.fused import (
     DIRECT_MAX_K,
     Conv2dRequantize,
     conv2d_requantize_int8,
@@ -33,7 +33,7 @@ from course.kernels.int8_conv_fused import (
     run_chunks,
     split_batch,
 )
-from course.kernels.int8_conv_onednn import (
+from course.kernels.conv.onednn import (
     ONEDNN_EXACT_K,
     OneDnnConv,
     onednn_accumulators_reference,

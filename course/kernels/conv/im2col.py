@@ -20,7 +20,7 @@ The fast path lays the receptive fields out as rows (:func:`im2col_int8`, one pa
 numba) and multiplies them with :func:`course.kernels.int8_gemm.int8_gemm`; its
 ``[B * H_out * W_out, C_out]`` result *is* the channels-last output, no copy needed.
 A layer of an integer-only network does not call this function on its whole batch: it
-runs :class:`course.kernels.int8_conv_fused.Conv2dRequantize`, which fuses the conv with
+runs :class:`course.kernels.conv.fused.Conv2dRequantize`, which fuses the conv with
 requantization and max pooling over chunks of images (and may take its accumulators from
 a direct float32-exact kernel or from PyTorch's oneDNN int8 convolution, verified against
 this one); :func:`conv2d_int8` stays the plain, exact int32 convolution.
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from course.kernels.int8_gemm import MAX_K, int8_gemm
+from course.kernels.numba_types import U64 as _U
 from course.quant.checks import check_int8, check_pad_value, pair
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -68,7 +69,6 @@ def _pad(x, ph, pw, pad_value):  # pragma: no cover - compiled
 
 # Index arithmetic in unsigned integers: numba then skips its negative-index wraparound
 # checks, and the byte-copy loops vectorize (about 10x faster).
-_U = numba.uint64
 
 
 @numba.njit(cache=True, nogil=True)

@@ -18,7 +18,7 @@ where the padding holds ``x_zp``. Feeding the int8 codes as ``x_u8 = x + 128`` w
 integer of magnitude below ``2**24``, which float32 holds exactly. Whether the library
 really computes that — the op is internal to PyTorch and its kernel depends on the CPU and
 the shapes — is not assumed: :meth:`OneDnnConv.verify` compares it bit for bit with the
-verified int8 GEMM path (:func:`course.kernels.int8_conv.conv2d_int8`) on each new input
+verified int8 GEMM path (:func:`course.kernels.conv.im2col.conv2d_int8`) on each new input
 shape, extremes included, and callers fall back when it fails.
 
 >>> w = torch.ones(1, 3, 3, 1, dtype=torch.int8)
@@ -36,7 +36,7 @@ import functools
 import torch
 
 from course.kernels import cpu_features
-from course.kernels.int8_conv import (
+from course.kernels.conv.im2col import (
     conv2d_int8,
     conv2d_int8_reference,
 )
@@ -73,7 +73,7 @@ def onednn_exact() -> bool:
     products all sit at the extremes (``x - pad = -255`` or ``+255`` against weights of
     -128 and 127, 504 per sum) matches :func:`onednn_accumulators_reference` bit for bit.
 
-    :class:`course.kernels.int8_conv_fused.Conv2dRequantize` picks its ``"onednn"`` path only
+    :class:`course.kernels.conv.fused.Conv2dRequantize` picks its ``"onednn"`` path only
     where this holds (and still verifies each layer on each new input shape).
     """
     if not onednn_available() or not cpu_features.int8_dot_instructions():
@@ -110,7 +110,7 @@ def onednn_accumulators_reference(x: torch.Tensor, weight: torch.Tensor, *,
                                   padding: int | tuple[int, int] = 0,
                                   pad_value: int = 0) -> torch.Tensor:
     """What :class:`OneDnnConv` must return, as int64 ``[B, H', W', C_out]``:
-    :func:`course.kernels.int8_conv.conv2d_int8_reference` minus ``pad_value * w.sum()``."""
+    :func:`course.kernels.conv.im2col.conv2d_int8_reference` minus ``pad_value * w.sum()``."""
     acc = conv2d_int8_reference(x, weight, stride=stride, padding=padding, pad_value=pad_value)
     w_sum = weight.to(torch.int64).sum((1, 2, 3))
     return acc.to(torch.int64) - int(pad_value) * w_sum

@@ -475,22 +475,6 @@ def test_max_pool_rejects_bad_input():
         kernels.max_pool2d_int8(torch.zeros(1, 1, 4, 1, dtype=torch.int8), 2)
 
 
-@pytest.mark.parametrize("kernel_size, stride", [(2, None), (3, 2)])
-def test_requantize_max_pool_equals_requantize_then_pool(kernel_size, stride):
-    acc = torch.randint(-(2**31), 2**31 - 1, (2, 7, 6, 4), generator=_gen(12),
-                        dtype=torch.int32)
-    acc[0, 0, 0] = -(2**31)
-    m, s = kernels.quantize_multiplier_per_channel(
-        torch.tensor([1e-9, 1e-3, 0.5, 3.0], dtype=torch.float64))
-    bias = torch.tensor([2**31 - 1, -(2**31), 5, 0])
-    for qmin in (-128, -3):
-        got = kernels.requantize_max_pool2d(acc, m, s, -3, kernel_size=kernel_size,
-                                            stride=stride, bias=bias, qmin=qmin)
-        ref = kernels.requantize_max_pool2d_reference(acc, m, s, -3, kernel_size=kernel_size,
-                                                      stride=stride, bias=bias, qmin=qmin)
-        assert torch.equal(got, ref)
-
-
 # ------------------------------------------------------------------------------ dynamic
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_bn
 from torch import nn
 
 from course.methods.qat import IO_BITS, QATLinear, QATModel, calibrate_qat, prepare_qat
 from course.models import MLP, SmallCNN, SmallResNet
 from course.nn.fake_quant import fake_quantizers
+from tests.conftest import random_bn
 
 
 def _gen(seed: int) -> torch.Generator:

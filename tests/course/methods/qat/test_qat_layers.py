@@ -12,11 +12,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_bn
 from torch import nn
 
 from course.methods import ptq
 from course.methods.qat import QATConv2d, QATLinear, bias_codes, fold_scale, folded_parameters
+from tests.conftest import random_bn
 
 
 def _gen(seed: int) -> torch.Generator:

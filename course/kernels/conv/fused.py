@@ -5,7 +5,7 @@
 
     max_pool2d_int8(requantize(conv2d_int8(x, weight, ...), params), *pool)
 
-(:mod:`course.kernels.int8_conv`, :mod:`course.kernels.requantize`,
+(:mod:`course.kernels.conv.im2col`, :mod:`course.kernels.requantize`,
 :mod:`course.kernels.int8_activation`) without writing the int32 accumulators of the whole
 batch to memory and reading them back: pooling is applied to the accumulators *before*
 requantization (requantization is non-decreasing in the accumulator, so
@@ -21,11 +21,11 @@ Three paths compute the accumulators; all give the same bits:
 
 * ``"direct"`` — stride 1, ``K = kh * kw * C_in <= DIRECT_MAX_K``: a direct convolution in
   exact float32 arithmetic over chunks of images held in the L2 cache
-  (:mod:`course.kernels.int8_conv_direct`). For a first layer (``K = 9``) where an int8
+  (:mod:`course.kernels.conv.direct`). For a first layer (``K = 9``) where an int8
   GEMM would waste most of its work on padding ``K``.
 * ``"onednn"`` — ``K <= ONEDNN_EXACT_K``: PyTorch's oneDNN int8 convolution (VNNI/AMX)
   asked for its exact accumulators as float32
-  (:mod:`course.kernels.int8_conv_onednn`), verified bit for bit against the int8 GEMM on
+  (:mod:`course.kernels.conv.onednn`), verified bit for bit against the int8 GEMM on
   each new input shape — the layer falls back to ``"gemm"`` with a warning otherwise —
   then pooled and requantized here, a few images per thread.
 * ``"gemm"`` — anything else: per chunk of images sized for the L2 cache, im2col rows
@@ -59,26 +59,31 @@ import numba
 import numpy as np
 import torch
 
-from course.kernels.int8_activation import max_pool2d_int8_reference
-from course.kernels.int8_conv import (
-    conv2d_int8_reference,
-    output_size,
-)
-from course.kernels.int8_conv_direct import (
+from course.kernels.conv.direct import (
     FLOAT32_EXACT_K,
     NO_POOL,
     WORD,
     direct_plan,
     run_direct_plan,
 )
-from course.kernels.int8_conv_onednn import (
+from course.kernels.conv.im2col import (
+    conv2d_int8_reference,
+    output_size,
+)
+from course.kernels.conv.onednn import (
     ONEDNN_EXACT_K,
     OneDnnConv,
     onednn_available,
     onednn_exact,
 )
+from course.kernels.int8_activation import max_pool2d_int8_reference
 from course.kernels.int8_gemm import MAX_K, avx2_gemm, gemm_backend, int8_gemm, pack_int8
-from course.kernels.requantize import INT32_MAX, INT32_MIN, RequantParams, requantize_reference
+from course.kernels.numba_types import U64 as _U
+from course.kernels.requantize import (
+    RequantParams,
+    requantize_reference,
+    requantize_step,
+)
 from course.quant.checks import check_int8, check_pad_value, pair
 
 PATHS = ("direct", "onednn", "gemm")
@@ -105,7 +110,6 @@ FUSED_CONV_PATH = ("fused conv + bias + requantization + ReLU + max pool (numba,
                    "GEMM) or 'gemm' (im2col + int8_gemm over L2-sized chunks)")
 """How :class:`Conv2dRequantize` runs, for reports (see ``IntegerModel.kernels``)."""
 
-_U = numba.uint64  # unsigned index arithmetic: numba drops its negative-index checks
 
 
 # ------------------------------------------------------------ GEMM and pooling kernels
@@ -205,11 +209,9 @@ def _pool_requantize(acc, a0, b0, g, conv_h, conv_w, pkh, pkw, psh, psw, m_row, 
                                 v, b = acc[src + ch], best[dst + ch]
                                 best[dst + ch] = v if v > b else b
             base = _U((b0 + gi) * out_h + i) * n
-            for k in range(n):  # as requantize's rule; all factors fit 32 bits (vpmuldq)
-                v = min(max(np.int64(np.int32(best[k])) + bias_row[k], INT32_MIN), INT32_MAX)
-                r = (np.int64(np.int32(v)) * np.int64(np.int32(m_row[k])) + rounding[k]) \
-                    >> s_row[k]
-                flat_out[base + k] = np.int8(min(max(r, lo), hi) + zp)
+            for k in range(n):
+                flat_out[base + k] = requantize_step(best[k], bias_row[k], m_row[k],
+                                                     rounding[k], s_row[k], lo, hi, zp)
 
 
 # ------------------------------------------------------------------------------- the plan
@@ -297,13 +299,13 @@ class Conv2dRequantize:
             padding, floor mode (``nn.MaxPool2d(kernel_size, stride)``).
         path: one of :data:`PATHS` or ``None``: ``"direct"`` for stride 1 and
             ``K <= DIRECT_MAX_K``, else ``"onednn"`` if ``K <= ONEDNN_EXACT_K`` and
-            :func:`course.kernels.int8_conv_onednn.onednn_exact` (checked once per
+            :func:`course.kernels.conv.onednn.onednn_exact` (checked once per
             process), else ``"gemm"``. ``"direct"`` needs stride 1 and
             ``K <= FLOAT32_EXACT_K``; ``"onednn"`` needs the ops and ``K <= ONEDNN_EXACT_K``.
 
     Calling it on int8 ``x [B, H, W, C_in]`` returns int8 ``[B, H', W', C_out]``, equal to
     :func:`conv2d_requantize_int8_reference`. The ``"onednn"`` path is verified on each new
-    input shape (:meth:`course.kernels.int8_conv_onednn.OneDnnConv.verify`); if the check
+    input shape (:meth:`course.kernels.conv.onednn.OneDnnConv.verify`); if the check
     fails the layer switches to ``"gemm"`` for good, with a warning, and says why in
     :attr:`fallback`.
     """
@@ -527,7 +529,7 @@ def conv2d_requantize_int8_reference(x: torch.Tensor, weight: torch.Tensor,
                                      stride: int | tuple[int, int] = 1,
                                      padding: int | tuple[int, int] = 0, pad_value: int = 0,
                                      pool: object = None) -> torch.Tensor:
-    """The unfused definition: :func:`course.kernels.int8_conv.conv2d_int8_reference`, then
+    """The unfused definition: :func:`course.kernels.conv.im2col.conv2d_int8_reference`, then
     :func:`course.kernels.requantize.requantize_reference` on every accumulator, then
     :func:`course.kernels.int8_activation.max_pool2d_int8_reference` (slow, exact)."""
     if not isinstance(params, RequantParams):

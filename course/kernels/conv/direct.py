@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
 import torch
 
-from course.kernels.requantize import INT32_MAX, INT32_MIN, RequantParams
+from course.kernels.numba_types import U64 as _U
+from course.kernels.requantize import RequantParams, requantize_step
 
 FLOAT32_EXACT_K = 2**24 // 2**14
 """Longest reduction (1024) whose float32 partial sums of int8 products are all exact."""
@@ -59,7 +61,6 @@ WORD = 8
 
 NO_POOL = (1, 1, 1, 1)
 
-_U = numba.uint64  # unsigned index arithmetic: numba drops its negative-index checks
 
 
 # How a pass over the accumulators combines the sum ``s`` of its taps (for one output
@@ -156,11 +157,8 @@ def _fill_planes(x, b0, g, ph, pw, pad, psh, psw, hq, wq, length, planes):  # pr
 def _requantize_run(acc, n, m, s, bias, zp, lo, hi, q):  # pragma: no cover - compiled
     """``q[k] = requantize(acc[k])`` for one output channel (float32 holding exact ints)."""
     rounding = np.int64(1) << (s - 1)
-    m32 = np.int64(np.int32(m))  # m < 2**31: a 32 x 32 -> 64-bit product (vpmuldq)
     for k in range(_U(n)):
-        v = min(max(np.int64(np.int32(acc[k])) + bias, INT32_MIN), INT32_MAX)
-        r = (np.int64(np.int32(v)) * m32 + rounding) >> s
-        q[k] = np.int8(min(max(r, lo), hi) + zp)
+        q[k] = requantize_step(acc[k], bias, m, rounding, s, lo, hi, zp)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -196,17 +194,44 @@ def _store_channels_last(q, b0, g, hq, wq, out):  # pragma: no cover - compiled
                         out[b0 + gi, i, j, c] = q[c, k]
 
 
+class _Geometry(NamedTuple):
+    """The integers :func:`_direct_conv` needs: images per chunk, conv padding and its code,
+    pooling strides (the phase planes), the plan's ``hq x wq`` grid and plane tail."""
+
+    chunk: int
+    ph: int
+    pw: int
+    pad: int
+    psh: int
+    psw: int
+    hq: int
+    wq: int
+    tail: int
+
+
+class _Requant(NamedTuple):
+    """Requantization of :func:`_direct_conv`: ``m``, ``s``, ``bias`` int64 per channel, the
+    zero point ``zp``, and the clamp minus the zero point ``lo``, ``hi`` (int64)."""
+
+    m: np.ndarray
+    s: np.ndarray
+    bias: np.ndarray
+    zp: int
+    lo: np.int64
+    hi: np.int64
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _direct_conv(x, b_lo, b_hi, chunk, ph, pw, pad, psh, psw, hq, wq, tail, offs, wt, m, s,
-                 bias, zp, lo, hi, out):  # pragma: no cover - compiled
+def _direct_conv(x, b_lo, b_hi, geometry, offs, wt, requant, out):  # pragma: no cover
     """Images ``b_lo .. b_hi-1``: direct conv (stride 1), pool, requantize, channels last.
 
-    ``offs[e, t]``: where tap ``t`` of pooling-window element ``e`` reads in the flat
-    phase planes (relative to the output position); ``wt`` float32 ``[C_pad, taps]`` with
-    ``C_pad`` even and ``taps`` a multiple of ``TAPS_PER_PASS`` (padding rows and columns
-    are zero); ``m``, ``s``, ``bias`` int64 per channel; ``lo``, ``hi`` the clamp minus the
-    zero point ``zp``.
+    ``geometry``: a :class:`_Geometry`; ``offs[e, t]``: where tap ``t`` of pooling-window
+    element ``e`` reads in the flat phase planes (relative to the output position); ``wt``
+    float32 ``[C_pad, taps]`` with ``C_pad`` even and ``taps`` a multiple of
+    ``TAPS_PER_PASS`` (padding rows and columns are zero); ``requant``: a :class:`_Requant`.
     """
+    chunk, ph, pw, pad, psh, psw, hq, wq, tail = geometry
+    m, s, bias, zp, lo, hi = requant
     channels_in = x.shape[3]
     channels = out.shape[3]
     windows, taps = offs.shape
@@ -332,13 +357,14 @@ def run_direct_plan(x: np.ndarray, out: np.ndarray, images: tuple[int, int], pla
     """The kernel on images ``images[0] .. images[1]-1`` of the contiguous numpy arrays
     ``x`` (int8 ``[B, H, W, C_in]``) and ``out`` (int8 ``[B, H', W', C_out]``), written in
     place. Unchecked, for callers that checked everything once
-    (:class:`course.kernels.int8_conv_fused.Conv2dRequantize`,
+    (:class:`course.kernels.conv.fused.Conv2dRequantize`,
     :func:`direct_conv_requantize`)."""
-    _direct_conv(x, images[0], images[1], plan.chunk, padding[0], padding[1], pad_value,
-                 pool[2], pool[3], plan.hq, plan.wq, plan.tail, plan.offs, plan.weights,
-                 params.multiplier.numpy(), params.shift.numpy(), params.bias.numpy(),
-                 params.zero_point, np.int64(params.qmin - params.zero_point),
-                 np.int64(params.qmax - params.zero_point), out)
+    geometry = _Geometry(plan.chunk, padding[0], padding[1], pad_value, pool[2], pool[3],
+                         plan.hq, plan.wq, plan.tail)
+    requant = _Requant(params.multiplier.numpy(), params.shift.numpy(), params.bias.numpy(),
+                       params.zero_point, np.int64(params.qmin - params.zero_point),
+                       np.int64(params.qmax - params.zero_point))
+    _direct_conv(x, images[0], images[1], geometry, plan.offs, plan.weights, requant, out)
 
 
 def direct_conv_requantize(x: torch.Tensor, weight: torch.Tensor, params: RequantParams, *,
@@ -356,7 +382,7 @@ def direct_conv_requantize(x: torch.Tensor, weight: torch.Tensor, params: Requan
 
     Returns:
         int8 ``[B, H', W', C_out]``, equal to
-        :func:`course.kernels.int8_conv_fused.conv2d_requantize_int8_reference`.
+        :func:`course.kernels.conv.fused.conv2d_requantize_int8_reference`.
     """
     weight = _check_weight(weight)
     if not isinstance(x, torch.Tensor) or x.dtype != torch.int8 or x.dim() != 4:
