@@ -4,6 +4,7 @@
   (below);
 * :class:`SignSTE` / :func:`sign_ste` — the sign, gradient cancelled where ``|x| > clip``
   (XNOR-Net, BWN);
+* :class:`RoundSTE` — ``round(x)``, identity gradient (QAT's bias on its int32 grid);
 * :class:`QuantizeKSTE` — DoReFa's ``round(x * n) / n``, identity gradient;
 * :class:`SignTimesMeanAbsSTE` — DoReFa's 1-bit weight ``sign(w) * mean|w|``, identity
   gradient.
@@ -181,6 +182,18 @@ class SignTimesMeanAbsSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor) -> torch.Tensor:
         return sign(w) * w.abs().mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class RoundSTE(torch.autograd.Function):
+    """``round(x)`` (half to even) forward, identity gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ from course.nn.fake_quant import ACTIVATION_OBSERVER, FakeQuantize
 from course.nn.folding import FOLDABLE
 from course.nn.swap import like
 from course.observe.calibration import ObserverFactory
+from course.quant.ste import RoundSTE
 
 # --------------------------------------------------------------------------- folding
 
@@ -87,22 +88,10 @@ def folded_parameters(weight: torch.Tensor, bias: torch.Tensor | None,
 # --------------------------------------------------------------------------- the bias grid
 
 
-class _RoundSTE(torch.autograd.Function):
-    """``round(x)`` (half to even) forward, identity gradient backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad
-
-
 def bias_codes(bias: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
     """``round(bias / scale)`` in float32 (half to even): the int32 bias of the integer
     model, ``scale = input_scale * weight_scale[C]``. Float out, differentiable (STE)."""
-    return _RoundSTE.apply(bias / scale)
+    return RoundSTE.apply(bias / scale)
 
 
 def bias_ste(bias: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
