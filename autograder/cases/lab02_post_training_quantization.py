@@ -180,7 +180,7 @@ WITHHELD = {
                    "course.kernels.requantize:_requantize_torch",
                    "course.kernels.requantize:_requantize_numba",
                    "course.kernels.requantize:_requantize_rows",
-                   "course.kernels.conv.fused:_pool_requantize"),
+                   "course.kernels.conv.pool:pool_requantize"),
     "quantized_linear": ("course.nn.integer:IntLinear.forward",
                          "course.nn.integer:IntLinear.fake_quant_forward",
                          "course.nn.integer:IntLinear.from_float",

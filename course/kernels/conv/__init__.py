@@ -8,8 +8,12 @@ chooses, per layer, one of three exact paths for the accumulators, all giving th
   float32 arithmetic (:mod:`course.kernels.conv.direct`);
 * ``"onednn"`` — PyTorch's oneDNN int8 convolution asked for its exact sums, verified per
   input shape (:mod:`course.kernels.conv.onednn`);
-* ``"gemm"`` — im2col rows and the verified int8 GEMM (:mod:`course.kernels.conv.im2col`
-  for the unfused int32 convolution and its helpers).
+* ``"gemm"`` — im2col rows of a chunk of images (:mod:`course.kernels.conv.gemm`) and the
+  verified int8 GEMM.
+
+The ``"gemm"`` and ``"onednn"`` sums are pooled, then requantized, by
+:mod:`course.kernels.conv.pool`; :mod:`course.kernels.conv.im2col` holds the unfused int32
+convolution (the reference) and the geometry helpers.
 
 Requantization is :mod:`course.kernels.requantize`'s, max pooling
 :mod:`course.kernels.int8_activation`'s.

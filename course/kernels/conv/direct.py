@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from course.kernels.numba_types import U64 as _U
-from course.kernels.requantize import RequantParams, requantize_step
+from course.kernels.requantize import RequantParams, requantize_step, rounding_term
 
 FLOAT32_EXACT_K = 2**24 // 2**14
 """Longest reduction (1024) whose float32 partial sums of int8 products are all exact."""
@@ -156,7 +156,7 @@ def _fill_planes(x, b0, g, ph, pw, pad, psh, psw, hq, wq, length, planes):  # pr
 @numba.njit(cache=True, nogil=True)
 def _requantize_run(acc, n, m, s, bias, zp, lo, hi, q):  # pragma: no cover - compiled
     """``q[k] = requantize(acc[k])`` for one output channel (float32 holding exact ints)."""
-    rounding = np.int64(1) << (s - 1)
+    rounding = rounding_term(s)
     for k in range(_U(n)):
         q[k] = requantize_step(acc[k], bias, m, rounding, s, lo, hi, zp)
 

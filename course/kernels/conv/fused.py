@@ -55,17 +55,16 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
 
 from course.kernels.conv.direct import (
     FLOAT32_EXACT_K,
     NO_POOL,
-    WORD,
     direct_plan,
     run_direct_plan,
 )
+from course.kernels.conv.gemm import im2col_chunk
 from course.kernels.conv.im2col import (
     conv2d_int8_reference,
     output_size,
@@ -76,13 +75,12 @@ from course.kernels.conv.onednn import (
     onednn_available,
     onednn_exact,
 )
+from course.kernels.conv.pool import pool_requantize
 from course.kernels.int8_activation import max_pool2d_int8_reference
 from course.kernels.int8_gemm import MAX_K, avx2_gemm, gemm_backend, int8_gemm, pack_int8
-from course.kernels.numba_types import U64 as _U
 from course.kernels.requantize import (
     RequantParams,
     requantize_reference,
-    requantize_step,
 )
 from course.quant.checks import check_int8, check_pad_value, pair
 
@@ -109,109 +107,6 @@ FUSED_CONV_PATH = ("fused conv + bias + requantization + ReLU + max pool (numba,
                    "returning exact accumulators, verified per input shape against the int8 "
                    "GEMM) or 'gemm' (im2col + int8_gemm over L2-sized chunks)")
 """How :class:`Conv2dRequantize` runs, for reports (see ``IntegerModel.kernels``)."""
-
-
-
-# ------------------------------------------------------------ GEMM and pooling kernels
-
-
-@numba.njit(cache=True, nogil=True)
-def _im2col_rows(src, b0, g, height, width, units, kh, kw, sh, sw, ph, pw, pad, out_h, out_w,
-                 cols):  # pragma: no cover - compiled
-    """im2col of images ``b0 .. b0+g-1`` of a flat channels-last ``src`` (``units`` items
-    per pixel: bytes, or 8-byte words), padding with ``pad`` (one item) on the fly.
-
-    Row ``(gi, i, j)`` of ``cols`` holds, for each kernel row ``di``, the ``kw * units``
-    items of the window; windows wholly inside the image are copied as one run.
-    """
-    c = _U(units)
-    span = _U(kw) * c
-    k = _U(kh) * span
-    for gi in range(g):
-        image = _U(b0 + gi) * _U(height)
-        for i in range(out_h):
-            for di in range(kh):
-                r = i * sh + di - ph
-                row_base = _U((gi * out_h + i) * out_w) * k + _U(di) * span
-                if r < 0 or r >= height:
-                    for j in range(_U(out_w)):
-                        dst = row_base + j * k
-                        for t in range(span):
-                            cols[dst + t] = pad
-                    continue
-                line = (image + _U(r)) * _U(width)
-                for j in range(out_w):
-                    dst = row_base + _U(j) * k
-                    col0 = j * sw - pw
-                    if col0 >= 0 and col0 + kw <= width:
-                        src0 = (line + _U(col0)) * c
-                        for t in range(span):
-                            cols[dst + t] = src[src0 + t]
-                    else:
-                        for dj in range(kw):
-                            col = col0 + dj
-                            d = dst + _U(dj) * c
-                            if col < 0 or col >= width:
-                                for t in range(c):
-                                    cols[d + t] = pad
-                            else:
-                                s0 = (line + _U(col)) * c
-                                for t in range(c):
-                                    cols[d + t] = src[s0 + t]
-
-
-def _im2col_chunk(x: np.ndarray, b0: int, g: int, kernel: tuple[int, int],
-                  stride: tuple[int, int], padding: tuple[int, int], pad: int,
-                  out_hw: tuple[int, int], cols: np.ndarray) -> None:
-    """im2col rows of ``x[b0:b0+g]`` into ``cols`` (8-byte words when ``C % 8 == 0``)."""
-    _, height, width, channels = x.shape
-    if channels % WORD == 0:
-        pad_word = np.full(WORD, pad, np.int8).view(np.uint64)[0]
-        _im2col_rows(x.reshape(-1).view(np.uint64), b0, g, height, width, channels // WORD,
-                     *kernel, *stride, *padding, pad_word, *out_hw,
-                     cols.reshape(-1).view(np.uint64))
-    else:
-        _im2col_rows(x.reshape(-1), b0, g, height, width, channels, *kernel, *stride,
-                     *padding, np.int8(pad), *out_hw, cols.reshape(-1))
-
-
-@numba.njit(cache=True, nogil=True)
-def _pool_requantize(acc, a0, b0, g, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,
-                     bias_row, zp, lo, hi, out):  # pragma: no cover - compiled
-    """Accumulators of images ``a0 .. a0+g-1`` -> pooled, requantized ``out[b0:b0+g]``.
-
-    ``acc``: flat channels-last ``[images, conv_h, conv_w, C]`` accumulators, int32 or
-    float32 holding exact integers. ``m_row``, ``s_row``, ``bias_row`` (int64): the
-    per-channel parameters tiled along an output row (``out_w * C`` entries), so that the
-    requantization loop runs over whole rows.
-    """
-    _, out_h, out_w, channels = out.shape
-    c = _U(channels)
-    n = _U(out_w) * c
-    best = np.empty(n, acc.dtype)
-    rounding = np.empty(n, np.int64)
-    for k in range(n):
-        rounding[k] = np.int64(1) << (s_row[k] - 1)
-    flat_out = out.reshape(-1)
-    for gi in range(g):
-        for i in range(out_h):
-            for a in range(pkh):
-                row = _U((a0 + gi) * conv_h + i * psh + a) * _U(conv_w)
-                for e in range(pkw):
-                    for j in range(_U(out_w)):
-                        src = (row + j * _U(psw) + _U(e)) * c
-                        dst = j * c
-                        if a == 0 and e == 0:
-                            for ch in range(c):
-                                best[dst + ch] = acc[src + ch]
-                        else:
-                            for ch in range(c):
-                                v, b = acc[src + ch], best[dst + ch]
-                                best[dst + ch] = v if v > b else b
-            base = _U((b0 + gi) * out_h + i) * n
-            for k in range(n):
-                flat_out[base + k] = requantize_step(best[k], bias_row[k], m_row[k],
-                                                     rounding[k], s_row[k], lo, hi, zp)
 
 
 # ------------------------------------------------------------------------------- the plan
@@ -414,8 +309,8 @@ class Conv2dRequantize:
         for b0 in range(lo, hi, chunk):
             g = min(chunk, hi - b0)
             rows = g * conv_h * conv_w
-            _im2col_chunk(x, b0, g, (kh, kw), self.stride, self.padding, self.pad_value,
-                          (conv_h, conv_w), cols_np)
+            im2col_chunk(x, b0, g, (kh, kw), self.stride, self.padding, self.pad_value,
+                         (conv_h, conv_w), cols_np)
             if gemm == "int_mm":
                 torch._int_mm(cols[:rows], self._w_gemm, out=acc[:rows])
             elif gemm == "avx2_maddubs":
@@ -423,8 +318,8 @@ class Conv2dRequantize:
                 acc[:rows] = avx2_gemm(cols[:rows], self._w_packed, parallel=False)
             else:
                 acc[:rows] = int8_gemm(cols[:rows], self._w_packed)
-            _pool_requantize(acc_np, 0, b0, g, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,
-                             b_row, self.params.zero_point, self._lo, self._hi, out)
+            pool_requantize(acc_np, 0, b0, g, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,
+                            b_row, self.params.zero_point, self._lo, self._hi, out)
 
     # -- oneDNN path -----------------------------------------------------------------------
 
@@ -437,8 +332,8 @@ class Conv2dRequantize:
                                 geometry) -> None:
         _, conv_h, conv_w, (m_row, s_row, b_row) = geometry
         pkh, pkw, psh, psw = self.pool or (1, 1, 1, 1)
-        _pool_requantize(acc, lo, lo, hi - lo, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,
-                         b_row, self.params.zero_point, self._lo, self._hi, out)
+        pool_requantize(acc, lo, lo, hi - lo, conv_h, conv_w, pkh, pkw, psh, psw, m_row, s_row,
+                        b_row, self.params.zero_point, self._lo, self._hi, out)
 
     def _use_onednn(self, x: torch.Tensor) -> bool:
         if self.path != "onednn":
