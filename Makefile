@@ -68,6 +68,7 @@ results: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check course tests benchmarks autograder
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_import_layers.py
 
 strip: $(STAMP)
 	$(BIN)/nbstripout --keep-id solutions/*/*.ipynb labs/*/*.ipynb

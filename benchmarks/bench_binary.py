@@ -38,8 +38,8 @@ from course.kernels.binary_conv import binary_conv2d
 from course.kernels.bitpack import pack_sign_bits
 from course.kernels.xnor_gemm import compile_kernels, kernel_info, xnor_gemm
 from course.measure import model_size_bytes
+from course.methods.xnor import XNORConv2d, binarize_model, pack_model
 from course.models import MLP
-from course.quant.xnor import XNORConv2d, binarize_model, pack_model
 
 SEED = 0
 GEMM_SIZE = 4096

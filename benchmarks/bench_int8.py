@@ -43,8 +43,8 @@ from benchmarks import compare_samples, peers, timing
 from course import kernels
 from course.kernels.requantize import prepare_requantize, requantize_prepared
 from course.measure import model_size_bytes
+from course.methods.ptq import DynamicInt8Linear, to_dynamic_int8, to_float16, to_full_integer
 from course.models import MLP, SmallCNN
-from course.ptq import DynamicInt8Linear, to_dynamic_int8, to_float16, to_full_integer
 
 GEMM_SIZE = 1024
 BATCH = 256

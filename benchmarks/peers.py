@@ -131,8 +131,8 @@ def torch_static_cnn(engine: str, model: nn.Module, calibration: list[torch.Tens
 
 
 def fp32_folded_channels_last(model: nn.Module) -> tuple[nn.Module, bool]:
-    """``course.ptq.to_folded_fp32(model)`` and whether it is channels-last."""
-    from course.ptq import to_folded_fp32
+    """``course.methods.ptq.to_folded_fp32(model)`` and whether it is channels-last."""
+    from course.methods.ptq import to_folded_fp32
 
     folded = to_folded_fp32(model)
     return folded, any(isinstance(m, nn.Conv2d) for m in folded.modules())

@@ -7,7 +7,7 @@ one; :func:`read_idx` reads one from disk, gzip-compressed or not. Anything malf
 three.
 
 Why not torchvision's reader (``torchvision.datasets.mnist.read_sn3_pascalvincent_tensor``,
-which ``tests/test_idx.py`` checks this one against): it reads uncompressed files only (the
+which ``tests/course/test_idx.py`` checks this one against): it reads uncompressed files only (the
 course caches the published ``.gz`` files and checks their MD5s as published), and it checks
 the header with ``assert`` — no message naming the file, and no check at all under
 ``python -O``.

@@ -49,7 +49,8 @@ Direction = dict[str, torch.Tensor]
 """One tensor per ``named_parameters()`` entry, same shape (see the module doc)."""
 
 QUANTIZED_LAYERS = (nn.Linear, nn.Conv2d)
-"""Layers whose weight the quantization direction moves (as ``course.quant.direct_quantize``)."""
+"""Layers whose weight the quantization direction moves (as
+``course.methods.direct.direct_quantize``)."""
 
 
 # ----------------------------------------------------------------------------- checks

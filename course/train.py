@@ -12,13 +12,14 @@ device(type='cpu')
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,6 +348,34 @@ def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
         raise
 
 
+@contextlib.contextmanager
+def training_threads() -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(TRAIN_THREADS)``; the previous thread
+    count is restored afterwards, also on an exception."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fine_tune(model: nn.Module, loader: Iterable[Any], epochs: int, lr: float,
+              seed: int = 0) -> nn.Module:
+    """Train ``model`` in place from its current weights (``train_model``: Adam on
+    cross-entropy, seeded, no progress bar) with ``TRAIN_THREADS`` threads, as
+    ``trained_model`` does; return it in eval mode.
+
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+    >>> fine_tune(nn.Linear(4, 2), DataLoader(data, batch_size=8), 1, 1e-2).training
+    False
+    """
+    with training_threads():
+        train_model(model, loader, epochs=epochs, lr=lr, seed=seed, progress=False)
+    return model.eval()
+
+
 def trained_model(name: str, epochs: int | None = None, seed: int = 0, cache: bool = True,
                   progress: bool = True) -> nn.Module:
     """``build_model(name)`` trained on ``course.data.mnist_loaders(seed=seed).train``.
@@ -384,13 +413,9 @@ def trained_model(name: str, epochs: int | None = None, seed: int = 0, cache: bo
     from course import data  # imported here so models and loops work without the data
 
     loaders = data.mnist_loaders(batch_size=recipe.batch_size, seed=seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
-    try:
+    with training_threads():
         train_model(model, loaders.train, epochs=epochs, lr=recipe.lr, seed=seed,
                     device="cpu", progress=progress, weight_decay=recipe.weight_decay)
-    finally:
-        torch.set_num_threads(threads)
     model.eval()
     if path is not None:
         _save_atomic(model.state_dict(), path)

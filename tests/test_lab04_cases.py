@@ -17,7 +17,7 @@ from course import quant
 from course.grading import Mismatch, check, load_cases, loads
 from course.kernels.bitpack import PackedBits, pack_signs
 from course.kernels.xnor_gemm import xnor_gemm
-from course.quant import dorefa, xnor
+from course.methods import dorefa, xnor
 
 LAB = lab04.LAB
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ from torch import nn
 
 from autograder.cases import lab05_incremental_network_quantization as lab05
 from autograder.withheld import build_grading_lib
-from course import inq
 from course.grading import Mismatch, check, load_cases
 from course.kernels import pow2
+from course.methods import inq
 
 LAB = lab05.LAB
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,7 +366,7 @@ def test_unanswered_exercise_fails_with_not_answered():
 # --------------------------------------------------------------------- withheld while grading
 WITHHELD_PROBE = r"""
 import torch
-from course import inq
+from course.methods import inq
 from course.kernels import pow2
 w = torch.tensor([0.3, -0.1])
 assert inq.is_pow2_or_zero(torch.tensor([0.25]), 0, -3) and inq.pow2_levels(0, -1).numel() == 5
@@ -390,8 +390,8 @@ print("withheld")
 def test_the_grading_copy_withholds_every_exercise(tmp_path):
     exercises = sorted(load_cases(LAB, hidden=True))
     changed = build_grading_lib(exercises, tmp_path)
-    assert sorted(changed) == ["course/inq/levels.py", "course/inq/partition.py",
-                               "course/inq/training.py", "course/kernels/pow2.py"]
+    assert sorted(changed) == ["course/kernels/pow2.py", "course/methods/inq/levels.py",
+                               "course/methods/inq/partition.py", "course/methods/inq/training.py"]
     run = subprocess.run([sys.executable, "-c", WITHHELD_PROBE], cwd=tmp_path,
                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin",
                               "NUMBA_CACHE_DIR": str(tmp_path / "numba")},

@@ -22,6 +22,7 @@ from autograder.cases._build import (
 )
 from course import quant
 from course.grading.fixtures import build as build_fixture
+from course.methods import direct
 
 LAB = "lab01_direct_quantization"
 
@@ -277,10 +278,10 @@ def _direct(hidden: bool) -> list[dict]:
     cases = []
     for label, name, seed, bits, per_channel in calls:
         model = build_fixture(name, seed)
-        out = quant.direct_quantize(model, bits, per_channel)
+        out = direct.direct_quantize(model, bits, per_channel)
         expected = {k: v.clone() for k, v in out.state_dict().items()}
         weights = [f"{n}.weight" for n, m in model.named_modules()
-                   if isinstance(m, quant.QUANTIZED_LAYERS)]
+                   if isinstance(m, direct.QUANTIZED_LAYERS)]
         alternatives = {}
         for key in weights:
             w = model.state_dict()[key]
@@ -321,18 +322,18 @@ WITHHELD = {
                         "course.quant.affine:per_channel_scale"),
     "quantize": ("course.quant.affine:quantize", "course.kernels.int8_dynamic:quantize_to_int8",
                  "course.kernels.int8_dynamic:_quantize",
-                 "course.kernels.int8_dynamic:quantize_activations"),
+                 "course.kernels.int8_dynamic:quantize_activations_int8"),
     "dequantize": ("course.quant.affine:dequantize",
                    "course.kernels.int8_dynamic:dequantize_accumulators",
                    "course.kernels.int8_dynamic:_dequantize"),
     "fake_quantize": ("course.quant.affine:fake_quantize", "course.quant.ste:fake_quantize_ste",
                       "course.quant.ste:FakeQuantizeSTE",
-                      "course.ptq.integer_layers:fake_quantize_codes",
-                      "course.quant.fake_quant:FakeQuantize"),
+                      "course.nn.integer:fake_quantize_codes",
+                      "course.nn.fake_quant:FakeQuantize"),
     "fake_quantize_per_channel": ("course.quant.affine:fake_quantize_per_channel",),
     "sqnr_db": ("course.measure:sqnr_db",),
-    "direct_quantize": ("course.quant.direct:direct_quantize",
-                        "course.quant.direct:quantize_weights"),
+    "direct_quantize": ("course.methods.direct:direct_quantize",
+                        "course.methods.direct:map_weights"),
 }
 
 def build() -> dict[str, bytes]:

@@ -14,8 +14,8 @@ from autograder.cases._build import case, distinct, quantize_variants, reference
 from course import quant
 from course.grading.fixtures import build as build_fixture
 from course.grading.outcome import geometry
-from course.ptq.folding import fold_batch_norm
-from course.quant.fake_quant import FakeQuantize
+from course.nn.fake_quant import FakeQuantize
+from course.nn.folding import fold_batch_norm
 from course.quant.ste import clipping_range, fake_quantize_ste
 
 LAB = "lab03_quantization_aware_training"
@@ -208,16 +208,16 @@ EXERCISES = {
 # one, and every alias of it, raises "withheld while grading" in the sandbox.
 WITHHELD = {
     "ste_forward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste",
-                    "course.ptq.integer_layers:fake_quantize_codes"),
+                    "course.nn.integer:fake_quantize_codes"),
     "ste_backward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste"),
-    "activation_fake_quant": ("course.quant.fake_quant:FakeQuantize",
-                              "course.ptq.observers:MovingAverageMinMaxObserver.update",
-                              "course.ptq.observers:MovingAverageMinMaxObserver.range"),
-    "activation_fake_quant_grad": ("course.quant.fake_quant:FakeQuantize",
+    "activation_fake_quant": ("course.nn.fake_quant:FakeQuantize",
+                              "course.observe.observers:MovingAverageMinMaxObserver.update",
+                              "course.observe.observers:MovingAverageMinMaxObserver.range"),
+    "activation_fake_quant_grad": ("course.nn.fake_quant:FakeQuantize",
                                    "course.quant.ste:FakeQuantizeSTE"),
-    "fold_batch_norm": ("course.ptq.folding:fold_batch_norm", "course.qat.layers:fold_scale",
-                        "course.qat.layers:folded_parameters",
-                        "course.qat.layers:_QATLayer.folded_parameters"),
+    "fold_batch_norm": ("course.nn.folding:fold_batch_norm", "course.methods.qat.layers:fold_scale",
+                        "course.methods.qat.layers:folded_parameters",
+                        "course.methods.qat.layers:_QATLayer.folded_parameters"),
 }
 
 def build() -> dict[str, bytes]:

@@ -1,7 +1,7 @@
 """Reference cases of lab04 (binary and low-bit networks: XNOR-Net and DoReFa-Net).
 
 Every expected value is computed by the library: ``course.quant.binarize`` (BWN),
-``course.quant.xnor.sign_ste`` (its gradient, by autograd), ``course.quant.dorefa``'s three
+``course.quant.ste.sign_ste`` (its gradient, by autograd), ``course.quant.dorefa``'s three
 quantizers, ``course.kernels.bitpack.pack_signs`` and ``course.kernels.xnor_gemm.xnor_gemm``.
 
 The gradient quantizer is stochastic; the exercise takes its noise as an argument. A case
@@ -20,7 +20,7 @@ from autograder.cases._build import case, distinct, reference_files, uniform
 from course import quant
 from course.kernels.bitpack import WORD_BITS, PackedBits, pack_signs, words_for
 from course.kernels.xnor_gemm import xnor_gemm
-from course.quant import dorefa, xnor
+from course.methods import dorefa, xnor
 
 LAB = "lab04_binary_and_low_bit"
 
@@ -381,12 +381,12 @@ EXERCISES = {
 WITHHELD = {
     "binarize": ("course.quant.binary:binarize", "course.quant.binary:binary_scale",
                  "course.quant.xnor:binary_weight"),
-    "sign_ste_backward": ("course.quant.xnor:SignSTE", "course.quant.xnor:sign_ste"),
+    "sign_ste_backward": ("course.quant.ste:SignSTE", "course.quant.ste:sign_ste"),
     "dorefa_weights": ("course.quant.dorefa:quantize_weights", "course.quant.dorefa:quantize_k",
-                       "course.quant.dorefa:_QuantizeK", "course.quant.dorefa:_SignTimesMeanAbs"),
+                       "course.quant.ste:QuantizeKSTE", "course.quant.ste:SignTimesMeanAbsSTE"),
     "dorefa_activations": ("course.quant.dorefa:quantize_activations",
-                           "course.quant.dorefa:quantize_k", "course.quant.dorefa:_QuantizeK",
-                           "course.quant.dorefa:DoReFaActivation.forward"),
+                           "course.quant.dorefa:quantize_k", "course.quant.ste:QuantizeKSTE",
+                           "course.nn.dorefa:DoReFaActivation.forward"),
     "dorefa_gradient": ("course.quant.dorefa:stochastic_quantize_gradient",
                         "course.quant.dorefa:quantize_gradients",
                         "course.quant.dorefa:_GradientQuantize"),

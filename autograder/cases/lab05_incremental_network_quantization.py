@@ -18,10 +18,10 @@ import torch
 
 from autograder.cases._build import case, describe, integers, reference_files, uniform
 from course.grading.fixtures import build as build_fixture
-from course.inq.levels import inq_exponents, quantize_pow2
-from course.inq.partition import inq_partition
-from course.inq.training import inq_step
 from course.kernels.pow2 import encode_pow2, shift_matvec_reference
+from course.methods.inq.levels import inq_exponents, quantize_pow2
+from course.methods.inq.partition import inq_partition
+from course.methods.inq.training import inq_step
 
 LAB = "lab05_incremental_network_quantization"
 
@@ -406,11 +406,11 @@ EXERCISES = {
 }
 
 WITHHELD = {
-    "inq_exponents": ("course.inq.levels:inq_exponents",),
-    "quantize_pow2": ("course.inq.levels:quantize_pow2",),
-    "inq_partition": ("course.inq.partition:inq_partition",),
-    "inq_step": ("course.inq.training:inq_step",),
-    "inq_step_loss": ("course.inq.training:inq_step",),
+    "inq_exponents": ("course.methods.inq.levels:inq_exponents",),
+    "quantize_pow2": ("course.methods.inq.levels:quantize_pow2",),
+    "inq_partition": ("course.methods.inq.partition:inq_partition",),
+    "inq_step": ("course.methods.inq.training:inq_step",),
+    "inq_step_loss": ("course.methods.inq.training:inq_step",),
     "encode_pow2": ("course.kernels.pow2:encode_pow2",),
     "shift_matvec": ("course.kernels.pow2:shift_matvec",
                      "course.kernels.pow2:shift_matvec_reference"),

@@ -11,16 +11,16 @@ int8 (this package's int8 modules, channels-last activations):
   dequantization fused in (per cache block, on the AVX2 kernel);
 * :mod:`course.kernels.requantize` — fixed-point requantization int32 -> int8 (integer
   multiplier in [2**30, 2**31), rounding right shift, bias and zero points fused);
-* :mod:`course.kernels.int8_conv` — int8 Conv2d by im2col + int8 GEMM (int32 out);
-* :mod:`course.kernels.int8_conv_fused` — int8 Conv2d fused with requantization, ReLU and
-  max pooling (int8 in, int8 out), over three exact paths: a direct kernel for small K
-  (:mod:`~course.kernels.int8_conv_direct`), PyTorch's oneDNN int8 convolution asked for
-  its exact sums (:mod:`~course.kernels.int8_conv_onednn`, verified per shape), or im2col
-  + the int8 GEMM;
-* :mod:`course.kernels.int8_activation` — integer ReLU, int8 max pooling, and max pooling
-  fused with requantization;
+* :mod:`course.kernels.conv` — int8 Conv2d: by im2col + int8 GEMM (int32 out,
+  :mod:`~course.kernels.conv.im2col`), and fused with requantization, ReLU and max pooling
+  (int8 in, int8 out, :mod:`~course.kernels.conv.fused`) over three exact paths: a direct
+  kernel for small K (:mod:`~course.kernels.conv.direct`), PyTorch's oneDNN int8
+  convolution asked for its exact sums (:mod:`~course.kernels.conv.onednn`, verified per
+  shape), or im2col + the int8 GEMM;
+* :mod:`course.kernels.int8_activation` — integer ReLU and int8 max pooling;
 * :mod:`course.kernels.int8_dynamic` — on-the-fly activation quantization and the float
   epilogue of dynamic-range int8 layers;
+* :mod:`course.kernels.numba_types` — the numba types the kernels share (``U64``);
 * :mod:`course.kernels.cpu_features` — what the CPU offers (SIMD level, int8 dot products,
   the course kernels' level ``kernel_isa()``, lowered by ``COURSE_KERNEL_ISA=avx2``).
 
@@ -66,24 +66,21 @@ from course.kernels.bitpack import (  # noqa: E402
     pack_signs,
     unpack_signs,
 )
-from course.kernels.int8_activation import (  # noqa: E402
-    max_pool2d_int8,
-    max_pool2d_int8_reference,
-    relu_int8,
-    requantize_max_pool2d,
-    requantize_max_pool2d_prepared,
-    requantize_max_pool2d_reference,
-)
-from course.kernels.int8_conv import conv2d_int8, conv2d_int8_reference, im2col_int8
-from course.kernels.int8_conv_fused import (
+from course.kernels.conv.fused import (
     Conv2dRequantize,
     conv2d_requantize_int8,
     conv2d_requantize_int8_reference,
 )
+from course.kernels.conv.im2col import conv2d_int8, conv2d_int8_reference, im2col_int8
+from course.kernels.int8_activation import (  # noqa: E402
+    max_pool2d_int8,
+    max_pool2d_int8_reference,
+    relu_int8,
+)
 from course.kernels.int8_dynamic import (
     activation_qparams,
     dequantize_accumulators,
-    quantize_activations,
+    quantize_activations_int8,
     quantize_to_int8,
 )
 from course.kernels.int8_gemm import (
@@ -168,15 +165,12 @@ __all__ = [
     "max_pool2d_int8",
     "max_pool2d_int8_reference",
     "prepare_requantize",
-    "quantize_activations",
+    "quantize_activations_int8",
     "quantize_multiplier",
     "quantize_multiplier_per_channel",
     "quantize_to_int8",
     "relu_int8",
     "requantize",
-    "requantize_max_pool2d",
-    "requantize_max_pool2d_prepared",
-    "requantize_max_pool2d_reference",
     "requantize_prepared",
     "requantize_reference",
     "verify_exact",

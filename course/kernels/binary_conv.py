@@ -29,7 +29,6 @@ tensor([[[[2],
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numba
@@ -40,6 +39,7 @@ from numba import prange
 
 from course.kernels.bitpack import WORD_BITS, WORD_DTYPE, words_for
 from course.kernels.xnor_gemm import xnor_gemm_words
+from course.quant.checks import pair
 
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -92,20 +92,6 @@ class PackedConvWeight:
             raise TypeError("words must be an int64 or uint64 torch.Tensor")
         array = words.detach().cpu().contiguous().numpy().view(WORD_DTYPE)
         return cls(array, int(in_channels), (int(kernel_size[0]), int(kernel_size[1])))
-
-
-def _pair(value: object, name: str, minimum: int) -> tuple[int, int]:
-    items = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    out = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if item < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-        out.append(int(item))
-    return out[0], out[1]
 
 
 def _check_float_tensor(x: object, name: str, dim: int) -> torch.Tensor:
@@ -213,7 +199,7 @@ def pack_conv_input_and_mean_abs(x: torch.Tensor, padding: int | tuple[int, int]
     """:func:`pack_conv_input`, plus ``mean_c |x|`` as float32 ``(N, H, W)`` computed in the
     same pass over ``x`` (XNOR-Net's ``A``, from which its K map is filtered)."""
     x = _check_float_tensor(x, "x", 4)
-    ph, pw = _pair(padding, "padding", 0)
+    ph, pw = pair(padding, "padding", 0)
     n, c, h, w = x.shape
     if c == 0:
         raise ValueError("x must have at least one channel")
@@ -250,8 +236,8 @@ def im2col_packed(words: np.ndarray, kernel_size: int | tuple[int, int],
     """
     if not isinstance(words, np.ndarray) or words.dtype != WORD_DTYPE or words.ndim != 4:
         raise TypeError("words must be a uint64 numpy.ndarray of shape (N, Hp, Wp, Wc)")
-    kh, kw = _pair(kernel_size, "kernel_size", 1)
-    sh, sw = _pair(stride, "stride", 1)
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = pair(stride, "stride", 1)
     n, hp, wp, n_words = words.shape
     if hp < kh or wp < kw:
         raise ValueError(f"the padded input ({hp} x {wp}) is smaller than the kernel "
@@ -295,8 +281,8 @@ def binary_conv2d(x: torch.Tensor, weight: PackedConvWeight,
     if x.shape[1] != weight.in_channels:
         raise ValueError(f"x has {x.shape[1]} channels but the weight expects "
                          f"{weight.in_channels}")
-    sh, sw = _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
     n = x.shape[0]
     out_h, out_w = output_size(tuple(x.shape[2:]), weight.kernel_size, (sh, sw), (ph, pw))
     if out_h < 1 or out_w < 1:
@@ -343,8 +329,8 @@ def binary_conv2d_reference(x: torch.Tensor, weight: torch.Tensor,
     """
     x = _check_float_tensor(x, "x", 4)
     weight = _check_float_tensor(weight, "weight", 4)
-    sh, sw = _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
     padded = F.pad(x.detach().to(torch.float64), (pw, pw, ph, ph))
     signs_x = torch.where(padded >= 0, 1.0, -1.0).to(torch.float64)
     signs_w = torch.where(weight.detach() >= 0, 1.0, -1.0).to(torch.float64)

@@ -3,7 +3,7 @@
 A dynamic-range int8 Linear (per-channel int8 weights ``w_q [N, K]`` with scales ``s_w[N]``)
 runs, for each batch:
 
-1. :func:`quantize_activations` — per-tensor asymmetric qparams from the batch's own
+1. :func:`quantize_activations_int8` — per-tensor asymmetric qparams from the batch's own
    min/max (``course.quant.affine_qparams`` on 8 bits, zero point moved by -128 to the
    signed int8 range), then ``clamp(round(x / s_x) + z_x, -128, 127)`` with float32
    division and round half to even: the same codes as ``course.quant.quantize``.
@@ -15,7 +15,7 @@ runs, for each batch:
 Both steps are one pass each (numba), so the only full-size float traffic is reading
 ``x`` twice (min/max, quantize) and writing ``y`` once.
 
->>> q, scale, zp = quantize_activations(torch.tensor([[0.0, 0.25, 1.0]]))
+>>> q, scale, zp = quantize_activations_int8(torch.tensor([[0.0, 0.25, 1.0]]))
 >>> q.tolist(), round(scale * 255, 6), zp
 ([[-128, -64, 127]], 1.0, -128)
 """
@@ -26,6 +26,7 @@ import numba
 import numpy as np
 import torch
 
+from course.kernels.numba_types import U64 as _U
 from course.quant import affine_qparams
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -48,7 +49,6 @@ def activation_qparams(x_min: float, x_max: float) -> tuple[float, int]:
 
 
 # Unsigned loop indices let numba drop its negative-index checks, so the loops vectorize.
-_U = numba.uint64
 
 
 @numba.njit(cache=True, nogil=True)
@@ -82,7 +82,7 @@ def quantize_to_int8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Te
     return out
 
 
-def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+def quantize_activations_int8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """Per-tensor dynamic int8 quantization: ``(codes int8 like x, scale, zero_point)``.
 
     qparams from :func:`activation_qparams` of ``x``'s min and max; raises ``ValueError``

@@ -2,7 +2,7 @@
 
 ``gemm_maddubs(a, packed)`` computes ``c = a @ b`` for int8 ``a [M, K]`` (any value, -128
 included) and int8 ``b [K, N]`` restricted to ``[-127, 127]`` (the course's weights:
-symmetric, :data:`course.ptq.integer_layers.WEIGHT_QMAX`), int32 ``[M, N]``, bit for bit
+symmetric, :data:`course.nn.integer.WEIGHT_QMAX`), int32 ``[M, N]``, bit for bit
 equal to :func:`course.kernels.int8_gemm.int8_gemm_reference` for ``K <= MAX_K``.
 :func:`pack_b` refuses a ``b`` holding -128 (``ValueError``); the caller then takes the
 widened kernel of :mod:`course.kernels.int8_gemm_avx2`, exact for every input.
@@ -26,7 +26,7 @@ multiple of 4, rows are not contiguous or ``M`` is not a multiple of :data:`MR`)
 packed once into panels of :data:`NR` columns, 4 consecutive ``k`` per 32-bit lane
 (int8 ``[Np/NR, Kp/4, NR, 4]``). Register tile :data:`MR` x :data:`NR` int32 (the
 accumulators, the ``b`` vectors, the broadcast, ``|a|`` and a product: no spills, checked
-by ``tests/test_kernels_int8.py`` on the assembly).
+by ``tests/course/kernels/test_int8.py`` on the assembly).
 
 Only compiled when called, and only called on x86-64 with AVX2
 (:func:`course.kernels.cpu_features.kernel_isa`): nothing here is compiled on ARM.

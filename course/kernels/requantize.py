@@ -35,6 +35,8 @@ import numba
 import numpy as np
 import torch
 
+from course.kernels.numba_types import U64 as _U
+
 MULTIPLIER_BITS = 31
 """A fixed-point multiplier is an integer in [2**30, 2**31): 31 significant bits."""
 
@@ -226,8 +228,27 @@ def _requantize_torch(acc: torch.Tensor, p: RequantParams) -> torch.Tensor:
     return torch.clamp(q + p.zero_point, p.qmin, p.qmax).to(torch.int8)
 
 
-# Unsigned index arithmetic: numba drops its negative-index checks and the loops vectorize.
-_U = numba.uint64
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def rounding_term(s):  # pragma: no cover - compiled
+    """``2**(s - 1)`` as int64: added before the right shift ``s``, it rounds half up."""
+    return np.int64(1) << (s - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def requantize_step(acc, bias, m, rounding, s, lo, hi, zp):  # pragma: no cover - compiled
+    """One accumulator -> its int8 code by this module's rule, for the numba kernels (every
+    kernel that requantizes calls this, inlined).
+
+    ``acc``: an int32 (or a float32 holding an exact integer); ``bias``, ``m``, ``s`` the
+    channel's int64 parameters; ``rounding = rounding_term(s)``, computed once by the caller;
+    ``lo = qmin - zp`` and ``hi = qmax - zp`` (int64). ``m < 2**31`` and the biased value is
+    clamped to int32, so the product is a 32 x 32 -> 64-bit multiply (``vpmuldq``).
+    """
+    v = min(max(np.int64(np.int32(acc)) + bias, INT32_MIN), INT32_MAX)
+    r = (np.int64(np.int32(v)) * np.int64(np.int32(m)) + rounding) >> s
+    return np.int8(min(max(r, lo), hi) + zp)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -236,15 +257,14 @@ def _requantize_rows(acc, m, s, b, zp, qmin, qmax, out):  # pragma: no cover - c
     c = _U(channels)
     rounding = np.empty(channels, np.int64)
     for n in range(channels):
-        rounding[n] = np.int64(1) << (s[n] - 1)
+        rounding[n] = rounding_term(s[n])
     lo, hi = np.int64(qmin - zp), np.int64(qmax - zp)
     flat_acc, flat_out = acc.reshape(-1), out.reshape(-1)
     for r in range(_U(rows)):
         base = r * c
         for n in range(c):
-            v = min(max(np.int64(flat_acc[base + n]) + b[n], INT32_MIN), INT32_MAX)
-            q = (v * m[n] + rounding[n]) >> s[n]
-            flat_out[base + n] = np.int8(min(max(q, lo), hi) + zp)
+            flat_out[base + n] = requantize_step(flat_acc[base + n], b[n], m[n], rounding[n],
+                                                 s[n], lo, hi, zp)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -256,9 +276,8 @@ def requantize_block(acc, r0, r1, c0, c1, m, s, b, zp, qmin, qmax,
     lo, hi = np.int64(qmin - zp), np.int64(qmax - zp)
     for r in range(_U(r0), _U(r1)):
         for n in range(_U(c0), _U(c1)):  # unsigned: no wraparound checks
-            v = min(max(np.int64(acc[r, n]) + b[n], INT32_MIN), INT32_MAX)
-            q = (v * m[n] + (np.int64(1) << (s[n] - 1))) >> s[n]
-            out[r, n] = np.int8(min(max(q, lo), hi) + zp)
+            out[r, n] = requantize_step(acc[r, n], b[n], m[n], rounding_term(s[n]), s[n], lo,
+                                        hi, zp)
 
 
 def _requantize_numba(acc: torch.Tensor, p: RequantParams) -> torch.Tensor:

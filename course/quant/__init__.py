@@ -1,17 +1,21 @@
-"""Quantization primitives and the methods of the lecture, one module each.
+"""Quantization primitives, layer 0 of the library: tensors in, tensors out.
 
-* :mod:`course.quant.affine` — qrange, qparams, quantize / dequantize / fake-quantize.
+Imports nothing else of the course (checked by ``tests/test_import_layers.py``).
+
+* :mod:`course.quant.affine` — qrange, qparams, quantize / dequantize / fake-quantize, per
+  tensor or per channel.
 * :mod:`course.quant.binary` — the sign quantizer (sign(0) = +1, alpha = mean|w|).
-* :mod:`course.quant.direct` — direct quantization of a trained model's weights.
-* :mod:`course.quant.xnor` — XNOR-Net: the sign STE, binary weights (BWN) and inputs, layers
-  and their packed 1-bit inference form.
-* :mod:`course.quant.dorefa` — DoReFa-Net: k-bit weights, activations and gradients.
-* :mod:`course.quant.ste` — the straight-through estimator of fake quantization.
-* :mod:`course.quant.fake_quant` — the ``FakeQuantize`` module (observer-driven qparams).
-* :mod:`course.quant.swap` — swapping Linear/Conv2d layers for quantized versions.
+* :mod:`course.quant.xnor` — XNOR-Net's tensor math: binary weights, input scales.
+* :mod:`course.quant.dorefa` — DoReFa-Net's k-bit weight, activation and gradient quantizers.
+* :mod:`course.quant.ste` — every straight-through estimator (fake quantization, sign,
+  DoReFa's rounding).
+* :mod:`course.quant.checks` — the input checks shared across the library.
+
+Modules (``FakeQuantize``, quantized layers) are in :mod:`course.nn`, model transforms
+(``direct_quantize``) in :mod:`course.methods`, metrics (``sqnr_db``) in
+:mod:`course.measure`.
 """
 
-from course.measure import sqnr_db
 from course.quant.affine import (
     EPS,
     affine_qparams,
@@ -25,38 +29,39 @@ from course.quant.affine import (
     symmetric_scale,
 )
 from course.quant.binary import binarize, binary_scale, sign
-from course.quant.direct import QUANTIZED_LAYERS, direct_quantize, quantize_weights
-from course.quant.fake_quant import (
-    FakeQuantize,
-    enable_fake_quant,
-    fake_quantizers,
-    freeze_observers,
-)
-from course.quant.ste import FakeQuantizeSTE, clipping_range, fake_quantize_ste
+from course.quant.ste import FakeQuantizeSTE, clipping_range, fake_quantize_ste, sign_ste
 
 __all__ = [
     "EPS",
-    "FakeQuantize",
     "FakeQuantizeSTE",
-    "clipping_range",
-    "enable_fake_quant",
-    "fake_quantize_ste",
-    "fake_quantizers",
-    "freeze_observers",
-    "QUANTIZED_LAYERS",
     "affine_qparams",
     "binarize",
     "binary_scale",
+    "clipping_range",
     "code_dtype",
     "dequantize",
-    "direct_quantize",
     "fake_quantize",
     "fake_quantize_per_channel",
+    "fake_quantize_ste",
     "per_channel_scale",
     "qrange",
     "quantize",
-    "quantize_weights",
     "sign",
-    "sqnr_db",
+    "sign_ste",
     "symmetric_scale",
 ]
+
+# Two names that graded notebooks' namespaces still offered as ``quant.<name>`` before the
+# primitives became layer 0, and that the autograder's adversarial tests call there (a
+# student answer calling the library's own implementation must meet the withheld message).
+# They are looked up when asked for, by module name, so this package imports nothing above
+# it; nothing in the course uses them. Remove once those tests use the new homes.
+_MOVED_UP = {"sqnr_db": "course.measure", "FakeQuantize": "course.nn.fake_quant"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED_UP:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED_UP[name]), name)
+    raise AttributeError(f"module 'course.quant' has no attribute {name!r}")

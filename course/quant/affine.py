@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from course.quant._checks import (
+from course.quant.checks import (
     as_param,
     check_bits,
     check_float_tensor,

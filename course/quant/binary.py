@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from course.quant._checks import check_float_tensor
+from course.quant.checks import check_float_tensor
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,15 @@
-"""The straight-through estimator (STE) of uniform affine fake quantization.
+"""Every straight-through estimator (STE) of the course, one autograd function each.
+
+* :class:`FakeQuantizeSTE` / :func:`fake_quantize_ste` — uniform affine fake quantization
+  (below);
+* :class:`SignSTE` / :func:`sign_ste` — the sign, gradient cancelled where ``|x| > clip``
+  (XNOR-Net, BWN);
+* :class:`RoundSTE` — ``round(x)``, identity gradient (QAT's bias on its int32 grid);
+* :class:`QuantizeKSTE` — DoReFa's ``round(x * n) / n``, identity gradient;
+* :class:`SignTimesMeanAbsSTE` — DoReFa's 1-bit weight ``sign(w) * mean|w|``, identity
+  gradient.
+
+The STE of uniform affine fake quantization:
 
 Fake quantization ``x_hat = (clamp(round(x / s) + z, qmin, qmax) - z) * s`` is a staircase:
 its true derivative is 0 almost everywhere, so no gradient would reach the weights. The
@@ -24,13 +35,18 @@ Rounding is half to even (``torch.round``), the course's convention.
 tensor([-1.0000,  0.5000,  0.5000,  0.5000], grad_fn=<FakeQuantizeSTEBackward>)
 >>> y.sum().backward(); x.grad
 tensor([1., 1., 0., 0.])
+>>> sign_ste(torch.tensor([-3.0, 0.0, 0.4]))
+tensor([-1.,  1.,  1.])
 """
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-from course.quant._checks import as_param, check_float_tensor, check_qrange
+from course.quant.binary import sign
+from course.quant.checks import as_param, check_float_tensor, check_qrange
 
 ScaleLike = float | torch.Tensor
 ZeroPointLike = int | torch.Tensor
@@ -101,3 +117,84 @@ def fake_quantize_ste(x: torch.Tensor, scale: ScaleLike, zero_point: ZeroPointLi
     if not zp_ok:
         raise ValueError(f"zero_point must lie in [qmin, qmax] = [{lo}, {hi}], got {zero_point}")
     return FakeQuantizeSTE.apply(x, s, zp, lo, hi)
+
+
+STE_CLIP = 1.0
+"""The sign STE passes the gradient where ``|x| <= STE_CLIP`` and cancels it elsewhere."""
+
+
+class SignSTE(torch.autograd.Function):
+    """``sign(x)`` (sign(0) = +1) forward; straight-through gradient backward.
+
+    Backward: ``grad * (|x| <= clip)``; with ``clip=None`` the gradient passes unchanged
+    (the plain STE that DoReFa-Net uses for its 1-bit weights).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, clip: float | None = STE_CLIP) -> torch.Tensor:
+        ctx.clip = clip
+        if clip is not None:
+            ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if ctx.clip is None:
+            return grad, None
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= ctx.clip).to(grad.dtype), None
+
+
+def sign_ste(x: torch.Tensor, clip: float | None = STE_CLIP) -> torch.Tensor:
+    """``sign(x)`` with sign(0) = +1 and the straight-through gradient of :class:`SignSTE`.
+
+    ``x``: float tensor, any shape; the result has its shape and dtype. ``clip``: a
+    positive number (gradient zero where ``|x| > clip``) or None (gradient passed as is).
+
+    >>> x = torch.tensor([-2.0, -0.5, 0.0, 1.0, 1.5], requires_grad=True)
+    >>> sign_ste(x).sum().backward()
+    >>> x.grad
+    tensor([0., 1., 1., 1., 0.])
+    """
+    x = check_float_tensor(x, "x")
+    if clip is not None:
+        if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not clip > 0:
+            raise ValueError(f"clip must be a positive number or None, got {clip!r}")
+        clip = float(clip)
+    return SignSTE.apply(x, clip)
+
+
+class QuantizeKSTE(torch.autograd.Function):
+    """``round(x * levels) / levels`` (half to even) forward, identity gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, levels: int) -> torch.Tensor:
+        return torch.round(x * levels) / levels
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class SignTimesMeanAbsSTE(torch.autograd.Function):
+    """``sign(w) * mean|w|`` (sign(0) = +1) forward, identity gradient backward."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        return sign(w) * w.abs().mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class RoundSTE(torch.autograd.Function):
+    """``round(x)`` (half to even) forward, identity gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
