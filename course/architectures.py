@@ -27,6 +27,7 @@ from torch import nn
 from course.cost import count_macs, storage_bytes
 from course.latency import pinned_threads
 from course.measure import Timing, compare, model_size_bytes
+from course.methods.ptq.pytorch_reference import quantized_engine
 
 ARCHITECTURES = ("alexnet", "vgg16", "resnet18", "resnet50", "inception_v3", "mobilenet_v2",
                  "squeezenet1_0")
@@ -114,16 +115,6 @@ def size_row(name: str, model: nn.Module | None = None, *,
 QUANTIZABLE = ("mobilenet_v2", "resnet18", "resnet50")
 """Architectures of :data:`ARCHITECTURES` that ``torchvision.models.quantization`` also builds
 as quantizable models (with quant/dequant stubs and a ``fuse_model`` method)."""
-
-
-def quantized_engine() -> str:
-    """The quantized engine PyTorch should use on this CPU: ``x86`` (fbgemm and oneDNN kernels)
-    where it exists, else ``fbgemm``, else ``qnnpack`` (ARM); ``RuntimeError`` if none."""
-    engines = torch.backends.quantized.supported_engines
-    for engine in ("x86", "fbgemm", "qnnpack"):
-        if engine in engines:
-            return engine
-    raise RuntimeError(f"this PyTorch build has no quantized CPU engine (it has {engines})")
 
 
 @contextlib.contextmanager

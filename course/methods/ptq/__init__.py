@@ -22,6 +22,7 @@ from course.methods.ptq.dynamic import DynamicInt8Conv2d, DynamicInt8Linear, to_
 from course.methods.ptq.float16 import Float16Conv2d, Float16Linear, to_float16
 from course.methods.ptq.full_integer import fake_quant_twin, to_full_integer
 from course.methods.ptq.plan import plan_model, to_folded_fp32
+from course.methods.ptq.pytorch_reference import quantized_engine
 from course.nn.folding import fold_batch_norm
 from course.nn.integer import (
     DequantizeOutput,
@@ -68,6 +69,7 @@ __all__ = [
     "calibrate",
     "fake_quant_twin",
     "fold_batch_norm",
+    "quantized_engine",
     "plan_model",
     "to_folded_fp32",
     "to_dynamic_int8",

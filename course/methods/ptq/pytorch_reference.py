@@ -25,8 +25,21 @@ from torch import nn
 
 from course.observe.calibration import batch_inputs
 
-ENGINE = "x86"
-"""Quantized engine for static models (x86 = fbgemm/oneDNN kernels on this kind of CPU)."""
+ENGINES = ("x86", "fbgemm", "qnnpack")
+"""PyTorch's quantized CPU engines, in the order the course prefers them: ``x86`` (fbgemm and
+oneDNN kernels), ``fbgemm``, ``qnnpack`` (ARM)."""
+
+
+def quantized_engine(supported: Iterable[str] | None = None) -> str:
+    """The quantized engine PyTorch should use on this CPU: the first of :data:`ENGINES` in
+    ``supported`` (by default the engines this build of PyTorch supports); ``RuntimeError``
+    if there is none."""
+    engines = list(torch.backends.quantized.supported_engines if supported is None
+                   else supported)
+    for engine in ENGINES:
+        if engine in engines:
+            return engine
+    raise RuntimeError(f"this PyTorch build has no quantized CPU engine (it has {engines})")
 
 _LAYERS = (nn.Linear, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -86,10 +99,14 @@ def pytorch_dynamic(model: nn.Module) -> nn.Module:
 
 
 def pytorch_static(model: nn.Sequential, calibration: Iterable[Any],
-                   engine: str = ENGINE) -> nn.Module:
+                   engine: str | None = None) -> nn.Module:
     """PyTorch's static int8 model of a copy of ``model``, calibrated on ``calibration``
-    (batches, or ``(x, y)`` pairs as a DataLoader yields them). Input float, output float."""
+    (batches, or ``(x, y)`` pairs as a DataLoader yields them). Input float, output float.
+
+    ``engine``: PyTorch's quantized engine; by default :func:`quantized_engine` (``x86`` on
+    x86 CPUs, ``qnnpack`` on ARM). It stays selected: the model runs on it."""
     model = _check_sequential(model)
+    engine = quantized_engine() if engine is None else engine
     if engine not in torch.backends.quantized.supported_engines:
         raise ValueError(f"engine {engine!r} is not supported here; choose one of "
                          f"{torch.backends.quantized.supported_engines}")
