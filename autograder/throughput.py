@@ -20,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autograder.grade import autograde, default_jobs
-from autograder.materials import hidden_references_path
+from autograder.commands.autograde import autograde, default_jobs
+from autograder.pipeline.materials import hidden_references_path
 from autograder.session import CourseLayout
 
 DEFAULT_LAB = "lab01_direct_quantization"

@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.regions import SOLUTION, replace_regions
-from autograder.sandbox import probe_support
+from autograder.preprocessors.regions import SOLUTION, replace_regions
+from autograder.sandbox.bwrap import probe_support
 from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradebook
 from autograder.toy_lab import TOY_LAB, TOY_POINTS, write_toy_lab
 from tests.conftest import busy_cores
@@ -162,8 +162,8 @@ class Run:
 # --------------------------------------------------------------------------- toy class
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Run:
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("adversarial")
     src = write_toy_lab(root)
@@ -265,8 +265,8 @@ IGNORES_INTERRUPTS = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IG
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory) -> Run:
     """A small class graded while every core is busy, plus one process more."""
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("loaded")
     src = write_toy_lab(root)
@@ -455,7 +455,7 @@ def test_bad_inputs_get_a_reason_and_the_rest_are_graded(toy):
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_ROOT / "solutions" / LAB01).is_dir(), reason="no lab01")
 def test_lab01_library_calls_and_patched_comparisons_lose_exactly_that_exercise(tmp_path):
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
 
     root = tmp_path / "course"
     shutil.copytree(REPO_ROOT / "solutions" / LAB01, root / "solutions" / LAB01)
@@ -522,7 +522,7 @@ def test_an_interrupted_class_run_resumes_and_its_csv_files_agree(tmp_path):
                     for s in gradebook.find_assignment(TOY_LAB).submissions}
     assert {s: rows[s] for s in recorded} == recorded and set(recorded) >= done
 
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
 
     report = autograde(TOY_LAB, subs, out, layout, jobs=2)
     assert {s.student_id for s in report.executed} == set(students) - done
@@ -549,8 +549,8 @@ def {name}(x):
 
 @pytest.mark.slow
 def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_path):
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
     from course.grading.quiet import HEADING
 
     root = tmp_path / "course"
@@ -586,8 +586,8 @@ def test_stderr_written_by_correct_code_never_changes_a_score_and_is_shown(tmp_p
 
 @pytest.mark.slow
 def test_summary_breaks_down_points_and_the_log_has_no_expected_checksum_alarms(tmp_path):
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path / "course"
     src = write_toy_lab(root)
@@ -692,7 +692,7 @@ course.grading.check = _check
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_ROOT / "solutions" / LAB01).is_dir(), reason="no lab01")
 def test_lab01_forged_records_gain_nothing_and_honest_noise_costs_nothing(tmp_path):
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
     from course.grading.quiet import HEADING
 
     root = tmp_path / "course"
@@ -806,7 +806,7 @@ LAB04 = "lab04_binary_and_low_bit"
 
 
 def _lab_class(tmp_path: Path, lab: str, cheats: dict[str, str]) -> Run:
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
 
     root = tmp_path / lab
     shutil.copytree(REPO_ROOT / "solutions" / lab, root / "solutions" / lab)

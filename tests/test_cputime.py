@@ -1,4 +1,5 @@
-"""``autograder.cputime``: the CPU seconds of a process tree, whatever the machine's load."""
+"""``autograder.sandbox.cputime``: the CPU seconds of a process tree, whatever the machine's
+load."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from autograder.cputime import TreeClock
+from autograder.sandbox.cputime import TreeClock
 
 SPIN = ("import time, sys\nt = time.process_time()\n"
         "while time.process_time() - t < float(sys.argv[1]):\n    pass\n")

@@ -2,7 +2,7 @@
 "the input model was left unchanged") are judged from the grader's fresh re-run only.
 
 Unit level: ``check`` keeps its own references to what it calls; the verdict on a forgeable
-case needs the re-run's confirmation. Process level: a real re-run (``autograder.rerun``) of
+case needs the re-run's confirmation. Process level: a real re-run (``autograder.judging.rerun``) of
 a small notebook whose solution cell rebinds ``course.grading.capture`` and writes forged
 record lines. Whole class runs of such cheats are in ``test_adversarial.py``.
 """
@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from autograder.sandbox import UID_BASE, Limits, probe_support
-from autograder.session import REPO_ROOT
-from autograder.verdicts import (
+from autograder.judging.verdicts import (
     FORGEABLE_KINDS,
     References,
     apply_verdicts,
@@ -26,6 +24,8 @@ from autograder.verdicts import (
     plan_test_cell,
     to_confirm,
 )
+from autograder.sandbox.bwrap import UID_BASE, Limits, probe_support
+from autograder.session import REPO_ROOT
 from course.grading.record import parse_records
 
 LAB = "forge_lab"
@@ -123,7 +123,7 @@ def f(x):
 @pytest.mark.parametrize(("solution", "passes"), [(HONEST, True), (FORGER, False)],
                          ids=["validates", "forges"])
 def test_the_rerun_confirms_with_the_graders_own_capture(tmp_path, solution, passes):
-    from autograder.rerun import rerun_notebook
+    from autograder.judging.rerun import rerun_notebook
 
     notebook = _notebook(solution)
     plans = {"t": plan_test_cell("t", SOURCE, LAB)}
@@ -149,7 +149,7 @@ def test_the_rerun_confirms_with_the_graders_own_capture(tmp_path, solution, pas
 
 
 def test_a_rerun_that_never_reaches_the_cell_confirms_nothing(tmp_path):
-    from autograder.rerun import rerun_notebook
+    from autograder.judging.rerun import rerun_notebook
 
     notebook = _notebook("import os\nos._exit(0)\n" + HONEST)
     plans = {"t": plan_test_cell("t", SOURCE, LAB)}

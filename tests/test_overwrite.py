@@ -1,6 +1,7 @@
 """Edited locked cells are reported once per student; untouched ones raise no alarm (issue 11):
-``autograder.intake`` notes real edits, ``autograder.overwrite`` silences nbgrader's expected
-"checksum has changed" warnings. A class run checks both in ``test_adversarial.py``."""
+``autograder.pipeline.intake`` notes real edits, ``autograder.preprocessors.overwrite``
+silences nbgrader's expected "checksum has changed" warnings. A class run checks both in
+``test_adversarial.py``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import logging
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from autograder.intake import restore_structure
-from autograder.overwrite import QuietOverwriteCells
+from autograder.pipeline.intake import restore_structure
+from autograder.preprocessors.overwrite import QuietOverwriteCells
 
 
 def _cell(grade_id, source, **meta):

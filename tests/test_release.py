@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.regions import (
+from autograder.preprocessors.regions import (
     HIDDEN_TESTS,
     MARK_SCHEME,
     SOLUTION,
@@ -161,14 +161,14 @@ IGNORE = tuple(load_config().CourseDirectory.ignore)
 
 def lab_bytes(folder: Path) -> dict[str, bytes]:
     """A lab folder's own files (a user's leftovers skipped), by relative path."""
-    from autograder.release import lab_files
+    from autograder.commands.release import lab_files
 
     return {str(p.relative_to(folder)): p.read_bytes() for p in lab_files(folder, IGNORE)}
 
 
 def first_notebook_difference(committed: bytes, built: bytes) -> str:
     """The first cell (by id) whose source differs, else 'metadata or outputs'."""
-    from autograder.references import first_difference
+    from autograder.commands.references import first_difference
 
     try:
         old, new = json.loads(committed), json.loads(built)
@@ -185,7 +185,7 @@ def first_notebook_difference(committed: bytes, built: bytes) -> str:
 
 
 def test_a_users_leftovers_are_not_part_of_a_lab(tmp_path):
-    from autograder.release import ignored, lab_files
+    from autograder.commands.release import ignored, lab_files
 
     (tmp_path / ".ipynb_checkpoints").mkdir()
     (tmp_path / ".ipynb_checkpoints" / "lab-checkpoint.ipynb").write_text("{}")
@@ -212,7 +212,7 @@ def toy_course(tmp_path):
 
 @pytest.mark.slow
 def test_release_is_deterministic_stripped_and_without_solutions(toy_course):
-    from autograder.release import release
+    from autograder.commands.release import release
 
     layout = toy_course
     released = release([TOY_LAB], layout)
@@ -241,7 +241,7 @@ def test_release_is_deterministic_stripped_and_without_solutions(toy_course):
 
 @pytest.mark.slow
 def test_release_reports_unknown_labs_and_broken_sources(toy_course):
-    from autograder.release import release
+    from autograder.commands.release import release
     from autograder.session import GradingError
 
     with pytest.raises(ValueError, match="no_such_lab"):
@@ -275,7 +275,7 @@ def test_committed_notebooks_have_no_outputs_or_execution_counts():
 def test_labs_are_in_sync_with_solutions(tmp_path):
     if not REPO_LABS:
         pytest.skip("solutions/ has no lab yet")
-    from autograder.release import release
+    from autograder.commands.release import release
 
     shutil.copytree(REPO_LAYOUT.source_dir, tmp_path / REPO_LAYOUT.source,
                     ignore=shutil.ignore_patterns(*IGNORE))
@@ -335,7 +335,7 @@ GOOD_CASE = """\
 
 
 def test_references_are_written_then_left_untouched(tmp_path, monkeypatch):
-    from autograder.references import stale_references, write_references
+    from autograder.commands.references import stale_references, write_references
 
     monkeypatch.syspath_prepend(str(tmp_path))
     package = _write_case_package(tmp_path, "toycases_ok", {
@@ -369,7 +369,7 @@ def test_references_are_written_then_left_untouched(tmp_path, monkeypatch):
     ],
 )
 def test_malformed_cases_are_refused_naming_the_case(tmp_path, monkeypatch, body, error, message):
-    from autograder.references import build_references
+    from autograder.commands.references import build_references
 
     monkeypatch.syspath_prepend(str(tmp_path))
     name = f"toycases_{tmp_path.name}"
@@ -380,7 +380,7 @@ def test_malformed_cases_are_refused_naming_the_case(tmp_path, monkeypatch, body
 
 
 def test_two_cases_claiming_one_file_are_refused(tmp_path, monkeypatch):
-    from autograder.references import build_references
+    from autograder.commands.references import build_references
 
     monkeypatch.syspath_prepend(str(tmp_path))
     package = _write_case_package(tmp_path, "toycases_dup", {"one": GOOD_CASE, "two": GOOD_CASE})
@@ -389,7 +389,7 @@ def test_two_cases_claiming_one_file_are_refused(tmp_path, monkeypatch):
 
 
 def test_committed_references_equal_what_the_cases_build():
-    from autograder.references import case_modules, stale_references
+    from autograder.commands.references import case_modules, stale_references
 
     if not case_modules():
         pytest.skip("no reference case in autograder/cases/ yet")
@@ -432,7 +432,7 @@ def test_references_are_the_same_bytes_on_every_cpu_path_and_thread_count(capabi
 
 
 def test_a_changed_reference_says_where_it_differs():
-    from autograder.references import first_difference
+    from autograder.commands.references import first_difference
 
     old = b'{"cases": {"f": [{"expected": [1.0, 3.3822131156921387]}]}}'
     new = b'{"cases": {"f": [{"expected": [1.0, 3.3822128772735596]}]}}'
@@ -447,7 +447,7 @@ def test_a_changed_reference_says_where_it_differs():
 
 # ----------------------------------------------------------------------------- results
 def test_results_of_every_lab_become_one_markdown_table(tmp_path):
-    from autograder.results import collect_results, markdown_table
+    from autograder.commands.raw_results import collect_results, markdown_table
 
     (tmp_path / "lab01_a").mkdir()
     (tmp_path / "lab02_b").mkdir()
@@ -470,7 +470,7 @@ def test_results_of_every_lab_become_one_markdown_table(tmp_path):
 
 
 def test_results_refuse_files_that_are_not_tables(tmp_path):
-    from autograder.results import collect_results
+    from autograder.commands.raw_results import collect_results
 
     (tmp_path / "lab").mkdir()
     (tmp_path / "lab" / "results.json").write_text("[1, 2]")

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder.sandbox import (
+from autograder.sandbox.bwrap import (
     LIMITS_SCRIPT,
     UID_BASE,
     WORKDIR,
@@ -136,7 +136,7 @@ def _execute(tmp_path: Path, sources: list[str], **sandbox) -> tuple[list, dict]
     """Run ``sources`` as code cells through BoundedExecute in the sandbox."""
     from traitlets.config import Config
 
-    from autograder.execute import BoundedExecute
+    from autograder.sandbox.execute import BoundedExecute
 
     config = Config()
     config.SandboxKernelManager.job_dir = str(tmp_path / "kernel")
@@ -249,7 +249,7 @@ def test_fork_bomb_hits_the_process_limit(tmp_path):
 
 
 def test_death_reasons_name_the_signal():
-    from autograder.execute import death_reason
+    from autograder.sandbox.execute import death_reason
 
     assert "out of CPU time or memory" in death_reason(128 + 9)
     assert "out of CPU time or memory" in death_reason(-24)
@@ -259,7 +259,7 @@ def test_death_reasons_name_the_signal():
 
 # ------------------------------------------------------------------------------ withheld
 def test_withheld_functions_raise_and_everything_else_is_unchanged(tmp_path):
-    from autograder.withheld import build_grading_lib, withhold_functions
+    from autograder.pipeline.withheld import build_grading_lib, withhold_functions
 
     source = ('"""Module."""\n\n\ndef keep(x):\n    # a comment\n    return x + 1\n\n\n'
               '@staticmethod\ndef answer(x, y=2):\n    """Doc."""\n    if x:\n'
@@ -288,7 +288,7 @@ def test_withheld_functions_raise_and_everything_else_is_unchanged(tmp_path):
 
 
 def test_redacted_references_keep_inputs_only(tmp_path):
-    from autograder.withheld import write_redacted_references
+    from autograder.pipeline.withheld import write_redacted_references
     from course.grading import dumps, loads
 
     source = tmp_path / "hidden.json"
@@ -325,7 +325,7 @@ def _release():
 
 
 def _released_lab():
-    from autograder.intake import ReleasedLab
+    from autograder.pipeline.intake import ReleasedLab
 
     return ReleasedLab("lab", {"lab": _release()}, {"other": frozenset({"test_g", "g"})})
 
@@ -337,7 +337,7 @@ def _write(path: Path, notebook) -> Path:
 
 
 def test_text_that_is_not_utf8_is_decoded_with_a_note():
-    from autograder.intake import decode_text
+    from autograder.pipeline.intake import decode_text
 
     assert decode_text('{"a": "é"}'.encode()) == ('{"a": "é"}', "")
     assert decode_text('\ufeff{"a": 1}'.encode()) == ('{"a": 1}', "")
@@ -354,7 +354,7 @@ def test_text_that_is_not_utf8_is_decoded_with_a_note():
      "is not a valid notebook"),
 ])
 def test_unreadable_notebooks_say_why(tmp_path, content, problem):
-    from autograder.intake import read_notebook
+    from autograder.pipeline.intake import read_notebook
 
     path = tmp_path / "nb.ipynb"
     path.write_bytes(content)
@@ -363,7 +363,7 @@ def test_unreadable_notebooks_say_why(tmp_path, content, problem):
 
 
 def test_structure_is_restored_from_the_release():
-    from autograder.intake import restore_structure
+    from autograder.pipeline.intake import restore_structure
 
     release = _release()
     submitted = nbformat.from_dict(json.loads(nbformat.writes(release)))
@@ -387,7 +387,7 @@ def test_structure_is_restored_from_the_release():
 
 
 def test_take_in_finds_renamed_notebooks_and_refuses_other_labs(tmp_path):
-    from autograder.intake import take_in
+    from autograder.pipeline.intake import take_in
 
     lab = _released_lab()
     solved = _release()
@@ -419,7 +419,7 @@ def test_take_in_finds_renamed_notebooks_and_refuses_other_labs(tmp_path):
 
 # ------------------------------------------------------------------------------ verdicts
 def test_test_cells_are_planned_from_the_instructors_source():
-    from autograder.verdicts import CheckCall, plan_test_cell
+    from autograder.judging.verdicts import CheckCall, plan_test_cell
 
     plan = plan_test_cell("t", 'from course.grading import check\ncheck(LAB, "q", q)\n'
                                "### BEGIN HIDDEN TESTS\ncheck(LAB, 'q', q, hidden=True)\n"
@@ -437,7 +437,7 @@ def test_test_cells_are_planned_from_the_instructors_source():
 
 
 def _references():
-    from autograder.verdicts import References
+    from autograder.judging.verdicts import References
 
     case = {"call": "f(1)", "label": "one", "kind": "float", "args": [1], "kwargs": {},
             "expected": 2.0}
@@ -454,7 +454,7 @@ def _records(*outcomes: tuple[int, dict], hidden=True) -> list:
 
 
 def test_the_grader_judges_recorded_outcomes_and_missing_ones_fail():
-    from autograder.verdicts import CheckCall, TestPlan, judge_cell
+    from autograder.judging.verdicts import CheckCall, TestPlan, judge_cell
 
     plan = TestPlan("t", (CheckCall("lab", "f", True),), False)
     refs = _references()
@@ -478,7 +478,7 @@ def test_the_grader_judges_recorded_outcomes_and_missing_ones_fail():
 
 
 def test_verdicts_are_written_into_the_executed_notebook():
-    from autograder.verdicts import CheckCall, TestPlan, apply_verdicts
+    from autograder.judging.verdicts import CheckCall, TestPlan, apply_verdicts
 
     cells = [_graded("t1", "check(LAB, 'f', f, hidden=True)", grade=True, locked=True, points=1),
              _graded("t2", "check(LAB, 'f', f, hidden=True)", grade=True, locked=True, points=1),
@@ -504,7 +504,7 @@ def test_verdicts_are_written_into_the_executed_notebook():
 
 # -------------------------------------------------------------------------------- ledger
 def test_ledger_keys_change_with_the_submission_and_the_lab(tmp_path):
-    from autograder.ledger import Ledger, submission_key
+    from autograder.pipeline.ledger import Ledger, submission_key
 
     key = submission_key({"nb": b"1"}, "", "lab-v1")
     assert key == submission_key({"nb": b"1"}, "", "lab-v1")
@@ -521,7 +521,7 @@ def test_ledger_keys_change_with_the_submission_and_the_lab(tmp_path):
 
 
 def test_two_class_runs_cannot_share_a_gradebook(tmp_path):
-    from autograder.grade import exclusive
+    from autograder.commands.autograde import exclusive
     from autograder.session import GradingError
 
     with exclusive(tmp_path):
@@ -536,8 +536,8 @@ def test_worker_config_swaps_in_the_bounded_sandboxed_executor(tmp_path):
     from nbgrader.preprocessors import Execute
     from traitlets.config import Config
 
-    from autograder.execute import BoundedExecute
-    from autograder.worker import Job, job_config, portable_overrides
+    from autograder.pipeline.worker import Job, job_config, portable_overrides
+    from autograder.sandbox.execute import BoundedExecute
 
     config = Config()
     config.Sandbox.cell_cpu_s = 7

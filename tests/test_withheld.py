@@ -18,7 +18,8 @@ import sys
 import pytest
 
 import autograder.cases
-from autograder.sandbox import (
+from autograder.pipeline.withheld import build_grading_lib, declared_withheld, split_declared
+from autograder.sandbox.bwrap import (
     LIB,
     UID_BASE,
     Limits,
@@ -28,7 +29,6 @@ from autograder.sandbox import (
     probe_support,
     sandbox_command,
 )
-from autograder.withheld import build_grading_lib, declared_withheld, split_declared
 
 PROBE = "/grader/withheld_probe.py"
 LABS = sorted(m.name for m in pkgutil.iter_modules(autograder.cases.__path__)
@@ -50,7 +50,7 @@ def test_every_exercise_declares_what_implements_it(lab):
 
 @pytest.mark.parametrize("lab", LABS)
 def test_each_declared_object_and_alias_is_withheld_inside_the_sandbox(lab, tmp_path):
-    import autograder.withheld_probe as probe
+    import autograder.pipeline.withheld_probe as probe
 
     declared = declared_withheld(lab)
     build_grading_lib(_cases(lab).EXERCISES, tmp_path / "lib", declared=declared)

@@ -6,7 +6,7 @@ source differs — which is every unmodified test cell with hidden tests, since 
 copy has them removed (nbgrader issue 1961): hundreds of lines that read like tamper alarms
 for a class of untouched notebooks. ``QuietOverwriteCells`` restores exactly as nbgrader
 does and logs the checksum case at debug level only; real edits of locked cells are
-reported once per student by ``autograder.intake`` (a note: "locked cell(s) edited ...").
+reported once per student by ``autograder.pipeline.intake`` (a note: "locked cell(s) edited ...").
 Other changes (cell type, points, locked flag) are still logged as warnings.
 """
 

@@ -10,7 +10,7 @@ before student code ran (see the harness's docstring). A test that fails there, 
 reached, fails: its cell gets the error output and scores 0.
 
 Cells that timed out or never ran in the kernel are skipped; test cells that only call
-``course.grading.check`` are judged from their records (``autograder.verdicts``), except the
+``course.grading.check`` are judged from their records (``autograder.judging.verdicts``), except the
 outcomes a record cannot prove (``verdicts.FORGEABLE_KINDS``: "raised ValueError", "left the
 input unchanged"): for a cell that passed on its records and has such cases, the re-run
 executes the cell's definitions and then the harness itself — with the grader's ``capture``,
@@ -31,8 +31,8 @@ from pathlib import Path
 from IPython.core.inputtransformer2 import TransformerManager
 from nbformat.notebooknode import NotebookNode
 
-from autograder.execute import KERNEL_STOPPED, NOT_RUN
-from autograder.sandbox import (
+from autograder.judging.verdicts import TestPlan
+from autograder.sandbox.bwrap import (
     LIB,
     Limits,
     Mount,
@@ -42,7 +42,7 @@ from autograder.sandbox import (
     prepare_owned,
     sandbox_command,
 )
-from autograder.verdicts import TestPlan
+from autograder.sandbox.execute import KERNEL_STOPPED, NOT_RUN
 from course.grading.outcome import loads_outcome
 
 HARNESS = Path(__file__).with_name("rerun_harness.py")

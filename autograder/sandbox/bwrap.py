@@ -2,11 +2,12 @@
 
 A sandboxed process (the notebook's kernel, a fresh re-run of its test cells) starts as::
 
-    python -I -S autograder/limits.py RLIMITS -- bwrap ... -- setpriv --reuid UID ... -- python ...
+    python -I -S autograder/sandbox/limits.py RLIMITS -- bwrap ... -- setpriv --reuid UID ...
+        -- python ...
 
 - **limits** (``Limits``): address space, CPU seconds, processes, file size, the sizes of its
   writable folders, and the notebook's CPU-time, wall-clock backstop and output budgets (the
-  latter enforced by ``autograder.execute``);
+  latter enforced by ``autograder.sandbox.execute``);
 - **bubblewrap** (``bwrap``): new mount, PID, IPC, UTS and network namespaces (no network at
   all); a read-only view of the system (``/usr``), of the Python environment and of the
   grading copy of the ``course`` library; the working folder ``/grader/work`` and the home
@@ -69,7 +70,8 @@ class Limits:
     ``cell_cpu_s`` per cell, ``notebook_cpu_s`` for the whole notebook. Wall-clock time is
     only a backstop for code that sleeps or blocks: ``wall_factor`` times the CPU limit plus
     ``wall_margin_s`` (``cell_wall_s``, ``notebook_wall_s``). A notebook stopped by the
-    backstop while under its CPU budget is graded again once, alone (``autograder.grade``).
+    backstop while under its CPU budget is graded again once, alone
+    (``autograder.commands.autograde``).
 
     ``output_kb_per_cell`` and ``output_kb_per_notebook`` cap the output kept, ``message_mb``
     the largest message the grader accepts from a kernel.

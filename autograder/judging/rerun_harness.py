@@ -1,6 +1,6 @@
 """Re-run a graded notebook's code in a fresh process and judge its *plain* test cells.
 
-Started by ``autograder.rerun`` inside the sandbox, as a script:
+Started by ``autograder.judging.rerun`` inside the sandbox, as a script:
 ``python rerun_harness.py PLAN_JSON VERDICTS_JSON``. ``PLAN_JSON`` lists the notebook's code
 cells in order (``{"source", "test", "grade_id"}``) and the modules the instructor's cells
 import (``preimport``). Before any student code runs, the harness imports those modules and

@@ -1,7 +1,7 @@
 """A Jupyter kernel manager that starts the graded notebook's kernel inside the sandbox.
 
 nbclient (through nbgrader's ``Execute``) creates the kernel manager named by
-``ExecutePreprocessor.kernel_manager_class``; ``autograder.worker`` points it here and
+``ExecutePreprocessor.kernel_manager_class``; ``autograder.pipeline.worker`` points it here and
 configures one per graded submission::
 
     c.SandboxKernelManager.job_dir = "/.../jobs/alice"    # ipc sockets, record file
@@ -10,7 +10,7 @@ configures one per graded submission::
     c.SandboxKernelManager.uid = 61001
 
 The kernel is plain ipykernel (``python -m ipykernel_launcher -f {connection_file}``) run
-through :func:`autograder.sandbox.sandbox_command`: IPC transport (sockets in a private folder
+through :func:`autograder.sandbox.bwrap.sandbox_command`: IPC transport (sockets in a private folder
 under ``/tmp``, bound at the same path inside), interrupts sent as messages (the sandbox is another
 PID namespace, so no signal could reach it), its own stdout/stderr discarded (a notebook's
 output reaches the grader only as capped messages), and clients that refuse messages larger
@@ -33,7 +33,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Int, Type, Unicode
 
-from autograder.sandbox import (
+from autograder.sandbox.bwrap import (
     LIB,
     Limits,
     Mount,
@@ -86,7 +86,7 @@ def _ipc_folder() -> Path:
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """Starts ipykernel in the sandbox (``autograder.sandbox``); see the module docstring."""
+    """Starts ipykernel in the sandbox (``autograder.sandbox.bwrap``); see the module docstring."""
 
     job_dir = Unicode("", help="folder of this submission's job (ipc sockets, record)").tag(
         config=True)

@@ -2,8 +2,8 @@
 scored for what ran, with the reason, instead of failing the grader.
 
 ``BoundedExecute`` replaces ``Execute`` in ``Autograde.autograde_preprocessors`` (see
-``autograder.worker``). Its time limits count the **CPU time of the student's processes**
-(``autograder.cputime``), never the machine's load:
+``autograder.pipeline.worker``). Its time limits count the **CPU time of the student's processes**
+(``autograder.sandbox.cputime``), never the machine's load:
 
 - each cell may use ``Limits.cell_cpu_s`` CPU seconds: a watcher polls the kernel's process
   tree while the cell runs; past the limit it interrupts the kernel (the cell gets a
@@ -43,9 +43,9 @@ from nbgrader import utils
 from nbgrader.preprocessors import Execute
 from traitlets import Integer, Unicode
 
-from autograder.cputime import TreeClock
-from autograder.kernel import SandboxKernelManager
-from autograder.sandbox import Limits
+from autograder.sandbox.bwrap import Limits
+from autograder.sandbox.cputime import TreeClock
+from autograder.sandbox.kernel import SandboxKernelManager
 
 NOT_RUN = "NotRun"
 KERNEL_STOPPED = "KernelStopped"

@@ -1,11 +1,12 @@
-"""Grade one submission in a scratch copy of the course: ``python -m autograder.worker JOB``.
+"""Grade one submission in a scratch copy of the course:
+``python -m autograder.pipeline.worker JOB``.
 
-The class run (``autograder.grade``) keeps ``JOBS`` worker processes (``--serve``: job files
-arrive one path a line on stdin, each answered by a ``done`` line), replacing one that
-hangs or dies. A worker never runs student code itself: it runs nbgrader's
+The class run (``autograder.commands.autograde``) keeps ``JOBS`` worker processes
+(``--serve``: job files arrive one path a line on stdin, each answered by a ``done`` line),
+replacing one that hangs or dies. A worker never runs student code itself: it runs nbgrader's
 ``Autograde`` with the notebook's kernel in the sandbox (``BoundedExecute`` +
 ``SandboxKernelManager``), judges the recorded outcomes of every ``check`` against the
-instructor's references (``autograder.verdicts``), and leaves in ``JOB_DIR/out/``:
+instructor's references (``autograder.judging.verdicts``), and leaves in ``JOB_DIR/out/``:
 
 - ``<notebook>.ipynb``  the executed notebook with the grader's verdicts in its test cells;
 - ``result.json``       ``{"graded", "problem", "stopped", "backstop", "cells": [...],
@@ -14,7 +15,7 @@ instructor's references (``autograder.verdicts``), and leaves in ``JOB_DIR/out/`
 
 Its scratch course (``JOB_DIR/course``, removed when done) holds a copy of the lab's template
 gradebook, so workers never write the class gradebook: the class run records each result
-there itself, one at a time (``autograder.replay``).
+there itself, one at a time (``autograder.preprocessors.replay``).
 
 >>> job = Job(lab="toy_lab", student="alice", job_dir="/tmp/j", ...)  # doctest: +SKIP
 >>> run_job(job)["graded"]                                           # doctest: +SKIP
@@ -38,13 +39,13 @@ from nbgrader.converters import Autograde
 from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 
-from autograder.execute import BoundedExecute
-from autograder.kernel import job_paths
-from autograder.overwrite import quiet_preprocessors
-from autograder.rerun import apply_rerun, rerun_notebook
-from autograder.sandbox import Limits, probe_support, sandbox_mode
+from autograder.judging.rerun import apply_rerun, rerun_notebook
+from autograder.judging.verdicts import References, apply_verdicts, plan_test_cell, to_confirm
+from autograder.preprocessors.overwrite import quiet_preprocessors
+from autograder.sandbox.bwrap import Limits, probe_support, sandbox_mode
+from autograder.sandbox.execute import BoundedExecute
+from autograder.sandbox.kernel import job_paths
 from autograder.session import CONFIG_FILE, CourseLayout, load_config, run_converter
-from autograder.verdicts import References, apply_verdicts, plan_test_cell, to_confirm
 
 RESULT = "result.json"
 OUT = "out"
@@ -252,7 +253,8 @@ def main(argv: list[str]) -> int:
         serve(sys.stdin, replies)
         return 0
     if len(argv) != 1:
-        print("usage: python -m autograder.worker (JOB_JSON_FILE | --serve)", file=sys.stderr)
+        print("usage: python -m autograder.pipeline.worker (JOB_JSON_FILE | --serve)",
+              file=sys.stderr)
         return 2
     result = run_job_file(Path(argv[0]))
     return 0 if result["graded"] else 1

@@ -20,7 +20,8 @@ Handled, each with a note (graded) or a problem (not graded):
 - deleted locked cells (the setup cell, a test cell) are put back where the release has them;
 - locked cells whose code a student edited are named in one note (nbgrader grades them as
   the lab has them; its own per-cell "checksum has changed" warnings are silenced by
-  ``autograder.overwrite``, since every untouched test cell with hidden tests raises one).
+  ``autograder.preprocessors.overwrite``, since every untouched test cell with hidden tests
+  raises one).
 
 >>> lab = ReleasedLab.from_files("toy_lab", {"toy_lab": Path("labs/toy_lab/toy_lab.ipynb")})
 >>> take_in(Path("submissions/alice"), "toy_lab", lab).notes     # doctest: +SKIP
@@ -40,7 +41,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import parse_utc
 
-from autograder.regions import HIDDEN_TESTS, has_region, replace_regions
+from autograder.preprocessors.regions import HIDDEN_TESTS, has_region, replace_regions
 
 MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
 """A submitted notebook larger than this is refused (outputs are cleared before grading)."""

@@ -3,14 +3,14 @@
 In ``<work>/grading/<lab>/``:
 
 - ``lib/course``   the grading copy of the library, the lab's exercises and every library
-  object its case module declares (``WITHHELD``) withheld (``autograder.withheld``): the
+  object its case module declares (``WITHHELD``) withheld (``autograder.pipeline.withheld``): the
   sandbox's ``course``;
 - ``refs/<lab>.json``  the hidden references with inputs only: the sandbox's hidden cases;
 - ``template.db``  a copy of the class gradebook with the lab recorded (each worker grades
   in a copy of it, so workers never write the class gradebook).
 
-``Materials`` also carries the released lab (for ``autograder.intake``), where the
-instructor's references are (for ``autograder.verdicts``) and a ``fingerprint`` of
+``Materials`` also carries the released lab (for ``autograder.pipeline.intake``), where the
+instructor's references are (for ``autograder.judging.verdicts``) and a ``fingerprint`` of
 everything that decides a grade (lab source, references, grader and library code, limits,
 sandbox): a submission graded under the same fingerprint need not be graded again.
 """
@@ -25,18 +25,18 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-from autograder.intake import ReleasedLab, graded_ids
-from autograder.sandbox import Limits, Support
+from autograder.pipeline.intake import ReleasedLab, graded_ids
+from autograder.pipeline.withheld import (
+    build_grading_lib,
+    declared_withheld,
+    write_redacted_references,
+)
+from autograder.sandbox.bwrap import Limits, Support
 from autograder.session import (
     GRADER_RELEASE,
     REPO_ROOT,
     CourseLayout,
     GradingError,
-)
-from autograder.withheld import (
-    build_grading_lib,
-    declared_withheld,
-    write_redacted_references,
 )
 from course.grading import REFERENCES_FILE
 from course.grading.encode import loads
@@ -88,8 +88,12 @@ def _digest(paths: list[Path], extra: dict) -> str:
 
 
 def _grader_sources() -> list[Path]:
-    folders = [REPO_ROOT / "autograder", REPO_ROOT / "course" / "grading"]
-    return sorted(p for folder in folders for p in folder.glob("*.py"))
+    """The grader's own code (every module of ``autograder``; not the cases, which count per
+    lab, nor the work folder) and ``course.grading``: a change grades every submission again."""
+    package = REPO_ROOT / "autograder"
+    grader = (p for p in package.rglob("*.py")
+              if p.relative_to(package).parts[0] not in ("cases", "work"))
+    return sorted([*grader, *(REPO_ROOT / "course" / "grading").glob("*.py")])
 
 
 def _other_labs(layout: CourseLayout, lab: str) -> dict[str, frozenset[str]]:

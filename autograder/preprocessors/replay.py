@@ -1,7 +1,7 @@
 """Recording a submission graded elsewhere in the gradebook, through nbgrader's own code.
 
 Workers execute submissions in parallel, each in a scratch copy of the course
-(``autograder.worker``); the class gradebook is then written by one process only. There,
+(``autograder.pipeline.worker``); the class gradebook is then written by one process only. There,
 nbgrader's ``Autograde`` runs once more on the same submission with ``ReplayExecution`` in
 place of ``Execute``: instead of starting a kernel it takes the outputs of the worker's
 executed (and judged) notebook, after checking that both notebooks have the same cells.

@@ -26,12 +26,12 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import determine_grade
 
-from autograder.grade import again_note, job_for, record_lab
-from autograder.intake import read_notebook, take_in
-from autograder.materials import hidden_references_path, prepare
-from autograder.sandbox import UID_BASE, Limits, probe_support, sandbox_mode
+from autograder.commands.autograde import again_note, job_for, record_lab
+from autograder.pipeline.intake import read_notebook, take_in
+from autograder.pipeline.materials import hidden_references_path, prepare
+from autograder.pipeline.worker import OUT, Job, run_job
+from autograder.sandbox.bwrap import UID_BASE, Limits, probe_support, sandbox_mode
 from autograder.session import CourseLayout, GradingError, check_lab_name, load_config
-from autograder.worker import OUT, Job, run_job
 
 CHECK_STUDENT = "self-check"
 

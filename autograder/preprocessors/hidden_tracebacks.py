@@ -21,7 +21,7 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from autograder.regions import HIDDEN_TESTS, has_region
+from autograder.preprocessors.regions import HIDDEN_TESTS, has_region
 
 
 class ClearHiddenTestTracebacks(NbGraderPreprocessor):
