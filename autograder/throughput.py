@@ -20,8 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autograder.commands.autograde import autograde, default_jobs
+from autograder.commands.autograde import autograde
 from autograder.pipeline.materials import hidden_references_path
+from autograder.pipeline.pool import default_jobs
 from autograder.session import CourseLayout
 
 DEFAULT_LAB = "lab01_direct_quantization"

@@ -392,9 +392,9 @@ def test_a_failed_run_names_the_first_real_exception():
            "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
            "nbformat.reader.NotJSONError: Notebook does not appear to be JSON\n")
     error = "Traceback ...\nnbgrader.converters.base.NbGraderException: Please see the log\n"
-    run = NbgraderRun(False, log, error)
+    run = NbgraderRun(success=False, log=log, error=error)
     assert run.reason() == "nbformat.reader.NotJSONError: Notebook does not appear to be JSON"
-    assert NbgraderRun(False, "[ERROR] disk full\n").reason() == "disk full"
+    assert NbgraderRun(success=False, log="[ERROR] disk full\n").reason() == "disk full"
 
 
 # ----------------------------------------------------------------------------- lab01

@@ -135,8 +135,9 @@ def test_the_rerun_confirms_with_the_graders_own_capture(tmp_path, solution, pas
     lab.mkdir()
     (lab / "references.json").write_text("{}")
     reruns, confirmed = rerun_notebook(
-        notebook, plans, tmp_path / "rerun", [lab / "references.json"], REPO_ROOT, None,
-        UID_BASE + 7, Limits(cell_cpu_s=60), support, confirm)
+        notebook, plans, work=tmp_path / "rerun", lab_files=[lab / "references.json"],
+        lib_dir=REPO_ROOT, refs_dir=None, uid=UID_BASE + 7, limits=Limits(cell_cpu_s=60),
+        support=support, confirm=confirm)
     assert reruns == {}
     key = plans["t"].calls[0].key(1)
     assert set(confirmed["t"]) == {key}
@@ -158,9 +159,9 @@ def test_a_rerun_that_never_reaches_the_cell_confirms_nothing(tmp_path):
     lab.mkdir()
     (lab / "references.json").write_text("{}")
     _, confirmed = rerun_notebook(
-        notebook, plans, tmp_path / "rerun", [lab / "references.json"], REPO_ROOT, None,
-        UID_BASE + 7, Limits(cell_cpu_s=60), probe_support(), to_confirm(notebook, plans, kernel,
-                                                                        REFS))
+        notebook, plans, work=tmp_path / "rerun", lab_files=[lab / "references.json"],
+        lib_dir=REPO_ROOT, refs_dir=None, uid=UID_BASE + 7, limits=Limits(cell_cpu_s=60),
+        support=probe_support(), confirm=to_confirm(notebook, plans, kernel, REFS))
     assert confirmed == {}
     verdict = apply_verdicts(notebook, plans, kernel, REFS, confirmed)[0].verdict
     assert not verdict.passed and "did not confirm" in verdict.message

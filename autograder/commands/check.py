@@ -26,9 +26,10 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import determine_grade
 
-from autograder.commands.autograde import again_note, job_for, record_lab
+from autograder.gradebook.grades import record_lab
 from autograder.pipeline.intake import read_notebook, take_in
 from autograder.pipeline.materials import hidden_references_path, prepare
+from autograder.pipeline.pool import again_note, job_for
 from autograder.pipeline.worker import OUT, Job, run_job
 from autograder.sandbox.bwrap import UID_BASE, Limits, probe_support, sandbox_mode
 from autograder.session import CourseLayout, GradingError, check_lab_name, load_config
@@ -36,7 +37,7 @@ from autograder.session import CourseLayout, GradingError, check_lab_name, load_
 CHECK_STUDENT = "self-check"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellResult:
     """One graded cell: autograded test (``manual`` False) or answer graded by hand."""
 
@@ -51,7 +52,7 @@ class CellResult:
         return not self.manual and not self.error and self.score >= self.max_score
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckReport:
     """The grade of one notebook, cell by cell, in notebook order."""
 
@@ -201,6 +202,7 @@ def check_notebook(
                 determine_grade(cell))
             errors = [error_message(o) for o in cell.get("outputs", [])
                       if o.get("output_type") == "error"]
-            cells.append(CellResult(meta["grade_id"], float(score or 0.0), float(max_score),
-                                    manual, "" if manual or not errors else errors[-1]))
-    return CheckReport(notebook, lab, tuple(cells), tuple(notes))
+            cells.append(CellResult(grade_id=meta["grade_id"], score=float(score or 0.0),
+                                    max_score=float(max_score), manual=manual,
+                                    error="" if manual or not errors else errors[-1]))
+    return CheckReport(notebook=notebook, lab=lab, cells=tuple(cells), notes=tuple(notes))

@@ -37,7 +37,7 @@ class Reference:
     case: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Change:
     """What writing one reference did: ``status`` is 'created', 'changed' or 'unchanged';
     ``detail`` says where a changed file first differs (``first_difference``)."""
@@ -159,10 +159,10 @@ def stale_references(package: str = CASES_PACKAGE, root: Path = REPO_ROOT) -> li
     stale = []
     for ref in build_references(package, root):
         if not ref.path.is_file():
-            stale.append(Change(ref.path, "created", ref.case))
+            stale.append(Change(path=ref.path, status="created", case=ref.case))
         elif ref.path.read_bytes() != ref.data:
-            stale.append(Change(ref.path, "changed", ref.case,
-                                first_difference(ref.path.read_bytes(), ref.data)))
+            stale.append(Change(path=ref.path, status="changed", case=ref.case,
+                                detail=first_difference(ref.path.read_bytes(), ref.data)))
     return stale
 
 
@@ -171,10 +171,10 @@ def write_references(package: str = CASES_PACKAGE, root: Path = REPO_ROOT) -> li
     changes = []
     for ref in build_references(package, root):
         if ref.path.is_file() and ref.path.read_bytes() == ref.data:
-            changes.append(Change(ref.path, "unchanged", ref.case))
+            changes.append(Change(path=ref.path, status="unchanged", case=ref.case))
             continue
         status = "changed" if ref.path.exists() else "created"
         ref.path.parent.mkdir(parents=True, exist_ok=True)
         ref.path.write_bytes(ref.data)
-        changes.append(Change(ref.path, status, ref.case))
+        changes.append(Change(path=ref.path, status=status, case=ref.case))
     return changes

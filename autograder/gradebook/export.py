@@ -43,7 +43,7 @@ GRADES_COLUMNS = (
 SCORES_COLUMNS = ("student_id", "lab", "grade_id", "score", "max_score")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellScore:
     """The gradebook's score of one graded cell of one student's submission."""
 

@@ -137,16 +137,7 @@ def build_plan(notebook: NotebookNode, plans: Mapping[str, TestPlan], wanted: li
             "cell_wall_s": limits.cell_wall_s}
 
 
-def run_plain_tests(notebook: NotebookNode, plans: Mapping[str, TestPlan], work: Path,
-                    lab_files: list[Path], lib_dir: Path, refs_dir: Path | None, uid: int,
-                    limits: Limits, support: Support) -> dict[str, RerunVerdict]:
-    """Re-run ``notebook`` fresh and judge its plain test cells that passed in the kernel
-    (:func:`rerun_notebook` without confirmations)."""
-    return rerun_notebook(notebook, plans, work, lab_files, lib_dir, refs_dir, uid, limits,
-                          support)[0]
-
-
-def rerun_notebook(notebook: NotebookNode, plans: Mapping[str, TestPlan], work: Path,
+def rerun_notebook(notebook: NotebookNode, plans: Mapping[str, TestPlan], *, work: Path,
                    lab_files: list[Path], lib_dir: Path, refs_dir: Path | None, uid: int,
                    limits: Limits, support: Support,
                    confirm: Mapping[str, list[dict]] | None = None
@@ -250,5 +241,5 @@ def apply_rerun(notebook: NotebookNode, verdicts: Mapping[str, RerunVerdict]) ->
                                          evalue=evalue, traceback=[f"{ename}: {evalue}"]))
 
 
-__all__ = ["RerunVerdict", "apply_rerun", "build_plan", "rerun_notebook", "run_plain_tests",
+__all__ = ["RerunVerdict", "apply_rerun", "build_plan", "rerun_notebook",
            "targets"]

@@ -70,7 +70,7 @@ class ReleasedLab:
         return graded_ids(self.notebooks[name])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Intake:
     """One student's notebooks ready for grading (``notebooks``: name -> bytes), what was
     repaired or ignored (``notes``), or why nothing can be graded (``problem``)."""
@@ -282,13 +282,13 @@ def take_in(student_dir: Path, lab: str, released: ReleasedLab) -> Intake:
     student_dir = Path(student_dir)
     student = student_dir.name
     if not STUDENT_ID.match(student):
-        return Intake(student, problem=f"folder name {student!r} cannot be a student id "
+        return Intake(student_id=student, problem=f"folder name {student!r} cannot be a student id "
                                        "(letters, digits, '_', '.', '@', '-')")
     if not student_dir.is_dir():
-        return Intake(student, problem=f"{student_dir} is not a folder")
+        return Intake(student_id=student, problem=f"{student_dir} is not a folder")
     candidates = _candidates(student_dir, lab)
     if not candidates:
-        return Intake(student, problem="no notebook in the submission (empty folder?)")
+        return Intake(student_id=student, problem="no notebook in the submission (empty folder?)")
     notes: list[str] = []
     result: dict[str, bytes] = {}
     used: set[Path] = set()
@@ -335,7 +335,7 @@ def take_in(student_dir: Path, lab: str, released: ReleasedLab) -> Intake:
         notes.extend(restore_structure(notebook, released.notebooks[name]))
         result[name] = nbformat.writes(notebook).encode("utf-8")
     if problems and not result:
-        return Intake(student, problem="; ".join(problems))
+        return Intake(student_id=student, problem="; ".join(problems))
     extra = _extra_files(student_dir, used)
     if extra:
         notes.append(f"{extra} other file(s) in the submission ignored")
@@ -348,7 +348,8 @@ def take_in(student_dir: Path, lab: str, released: ReleasedLab) -> Intake:
         except Exception:  # noqa: BLE001 - dateutil raises several kinds
             notes.append(f"timestamp.txt ({timestamp[:40]!r}) is not a time: ignored")
             timestamp = ""
-    return Intake(student, result, tuple(notes + problems), "", timestamp)
+    return Intake(student_id=student, notebooks=result, notes=tuple(notes + problems),
+                  timestamp=timestamp)
 
 
 __all__ = ["Intake", "MAX_NOTEBOOK_BYTES", "ReleasedLab", "decode_text", "graded_ids",

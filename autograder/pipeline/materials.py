@@ -46,7 +46,7 @@ GRADER_VERSION = 2
 """Bumped when grading semantics change in a way code hashes would not show."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Materials:
     """The prepared materials of one lab for one class run (see the module docstring)."""
 
@@ -114,8 +114,9 @@ def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
             support: Support) -> Materials:
     """Build the materials of ``lab`` under ``layout``'s work folder (replacing old ones).
 
-    Expects the lab recorded in the class gradebook already (``grade.record_lab``: its released
-    copy is read from ``<work>/release/<lab>/``); GradingError if it is not.
+    Expects the lab recorded in the class gradebook already
+    (``autograder.gradebook.grades.record_lab``: its released copy is read from
+    ``<work>/release/<lab>/``); GradingError if it is not.
     """
     folder = layout.work_dir / GRADING_DIR / lab
     if folder.exists():
@@ -150,8 +151,9 @@ def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
     extra = {"version": GRADER_VERSION, "limits": limits.__dict__, "sandbox": support.kind,
              "lab": lab}
     fingerprint = _digest(lab_files + [hidden] + _grader_sources(), extra)
-    return Materials(lab, folder, lib_dir, refs_dir, template_db, released, visible_refs,
-                     hidden_refs, fingerprint, exercises)
+    return Materials(lab=lab, folder=folder, lib_dir=lib_dir, refs_dir=refs_dir,
+                     template_db=template_db, released=released, visible_refs=visible_refs,
+                     hidden_refs=hidden_refs, fingerprint=fingerprint, exercises=exercises)
 
 
 __all__ = ["GRADING_DIR", "Materials", "hidden_references_path", "prepare"]

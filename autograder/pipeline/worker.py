@@ -185,9 +185,10 @@ def run_job(job: Job) -> dict:
             # taken from the grader's fresh re-run only, never from the kernel's records.
             confirm = to_confirm(notebook, plans, cells, references)
             reruns, confirmed = rerun_notebook(
-                notebook, plans, job_dir / "rerun" / name, lab_files, Path(job.lib_dir),
-                Path(job.refs_dir) if job.refs_dir else None, job.uid,
-                Limits.from_config(config), probe_support(sandbox_mode(config)), confirm)
+                notebook, plans, work=job_dir / "rerun" / name, lab_files=lab_files,
+                lib_dir=Path(job.lib_dir), refs_dir=Path(job.refs_dir) if job.refs_dir else None,
+                uid=job.uid, limits=Limits.from_config(config),
+                support=probe_support(sandbox_mode(config)), confirm=confirm)
             reports = apply_verdicts(notebook, plans, cells, references, confirmed)
             apply_rerun(notebook, reruns)
             nbformat.write(notebook, str(out / f"{name}.ipynb"))
