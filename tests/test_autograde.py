@@ -1,6 +1,6 @@
 """The grader end to end: ``python -m autograder autograde`` and ``check`` with nbgrader.
 
-A toy source assignment (``autograder.toy_lab``) is released and submitted by a class whose
+A toy source assignment (``tests/autograder/toy_lab.py``) is released and submitted by a class whose
 students cover the cases that matter: the solution, the untouched release, one wrong answer
 (it passes the visible test, fails the hidden one), a file that is not JSON, a missing
 notebook, a ``json.py`` that would shadow the real module, a deleted test cell. The same
@@ -26,7 +26,7 @@ import pytest
 
 from autograder.preprocessors.regions import HIDDEN_TESTS, SOLUTION, region_lines, replace_regions
 from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradebook
-from autograder.toy_lab import (
+from tests.autograder.toy_lab import (
     HIDDEN_MARKER,
     HIDDEN_MESSAGE,
     SQUARE_MESSAGE,

@@ -27,7 +27,7 @@ from autograder.preprocessors.regions import (
     replace_regions,
 )
 from autograder.session import REPO_ROOT, CourseLayout, load_config
-from autograder.toy_lab import HIDDEN_MARKER, REFERENCES, TOY_LAB, write_toy_lab
+from tests.autograder.toy_lab import HIDDEN_MARKER, REFERENCES, TOY_LAB, write_toy_lab
 
 REPO_LAYOUT = CourseLayout.from_config()
 REPO_LABS = REPO_LAYOUT.labs()

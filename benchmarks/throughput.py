@@ -1,4 +1,4 @@
-"""How fast a class grades: ``python -m autograder.throughput [N] [--jobs J] [--lab LAB]``.
+"""How fast a class grades: ``python -m benchmarks.throughput [N] [--jobs J] [--lab LAB]``.
 
 Builds a throw-away course in a temporary folder with ``N`` copies of the lab's solution
 notebook as submissions (default: 30 copies of lab01), grades them with ``autograde`` —
@@ -61,7 +61,7 @@ def measure(copies: int, jobs: int, lab: str = DEFAULT_LAB) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.throughput",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("copies", nargs="?", type=int, default=DEFAULT_COPIES)
     parser.add_argument("--jobs", type=int, default=default_jobs())

@@ -1,6 +1,6 @@
 """Adversarial and faulty submissions, graded in one class run each, every outcome asserted.
 
-The toy lab (``autograder.toy_lab``: ``test_square`` 2 points with plain asserts,
+The toy lab (``tests/autograder/toy_lab.py``: ``test_square`` 2 points with plain asserts,
 ``test_cube`` 3 points with ``course.grading.check``) is submitted by a class of cheats,
 faults and bad inputs next to an honest student; lab01 by two cheats. Each test asserts the
 score the gradebook holds, the reason the report or the graded notebook gives, that the
@@ -23,7 +23,7 @@ import pytest
 from autograder.preprocessors.regions import SOLUTION, replace_regions
 from autograder.sandbox.bwrap import probe_support
 from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradebook
-from autograder.toy_lab import TOY_LAB, TOY_POINTS, write_toy_lab
+from tests.autograder.toy_lab import TOY_LAB, TOY_POINTS, write_toy_lab
 from tests.conftest import busy_cores
 
 SANDBOXED = probe_support().available
