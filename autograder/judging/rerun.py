@@ -227,19 +227,5 @@ def _confirmed(raw: object, confirm: Mapping[str, list[dict]]) -> dict[str, dict
     return out
 
 
-def apply_rerun(notebook: NotebookNode, verdicts: Mapping[str, RerunVerdict]) -> None:
-    """Give each test cell whose re-run failed an error output (in place)."""
-    for cell in notebook.cells:
-        if not _is_test(cell):
-            continue
-        verdict = verdicts.get(cell.metadata["nbgrader"]["grade_id"])
-        if verdict is None or verdict.passed:
-            continue
-        ename, _, evalue = verdict.error.partition(": ")
-        evalue = f"{evalue} ({RERUN_NOTE})" if evalue else f"({RERUN_NOTE})"
-        cell.outputs.append(NotebookNode(output_type="error", ename=ename or "Error",
-                                         evalue=evalue, traceback=[f"{ename}: {evalue}"]))
-
-
-__all__ = ["RerunVerdict", "apply_rerun", "build_plan", "rerun_notebook",
+__all__ = ["RerunVerdict", "build_plan", "rerun_notebook",
            "targets"]

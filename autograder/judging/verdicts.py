@@ -4,15 +4,16 @@ A test cell of a lab calls ``course.grading.check(LAB, name, fn[, hidden=True])`
 sandbox, each call appends the *outcome* of every case (what the student's function returned
 or raised, as plain data) to the record file, and ``autograder.sandbox.execute`` keeps the
 lines each cell appended. This module, running in the grader's process (which never runs
-student code), reads the instructor's source of each test cell to know which checks it must make
-(:func:`plan_test_cell`), then judges the recorded outcomes against the instructor's
+student code), reads the instructor's source of each test cell to know which checks it must
+make (:func:`plan_test_cell`), then judges the recorded outcomes against the instructor's
 references, hidden expected values included (:func:`judge_cell`). A case without a record
 fails. So nothing in the notebook — a patched ``np.allclose``, a replaced ``check``, an input
 transformer, a hijacked kernel — can change the verdict, except by returning right answers.
 
-:func:`apply_verdicts` writes the verdicts into the executed notebook before nbgrader scores
-it: a failure becomes the cell's error output (score 0), a pass a line of output. Displayed
-values are dropped from test cells (nbgrader would read them as partial credit).
+:func:`autograder.preprocessors.judged.apply_verdicts` writes the verdicts into the executed
+notebook before nbgrader scores it: a failure becomes the cell's error output (score 0), a
+pass a line of output. Displayed values are dropped from test cells (nbgrader would read them
+as partial credit).
 
 Cells with other code than imports, definitions and ``check`` calls (``assert`` statements,
 other calls) are *plain*: that code is judged in the kernel and again in a fresh process
@@ -35,7 +36,6 @@ from nbformat.notebooknode import NotebookNode
 from course.grading import Mismatch
 from course.grading.encode import encode, loads
 from course.grading.outcome import judge
-from course.grading.quiet import HEADING
 from course.grading.record import Record, parse_records
 
 # Statements that test nothing by themselves: a cell of these and `check` calls is judged
@@ -46,8 +46,8 @@ VERIFIED = "(judged by the grader)"
 FORGEABLE_KINDS = frozenset({"raises", "model"})
 """Case kinds whose right outcome needs no secret to claim: "raised ValueError", "the input
 model was left unchanged". A kernel's record of them proves nothing, so the grader takes
-them only from its own fresh re-run (``autograder.judging.rerun``), where the grader's code, bound
-before any student code ran, calls the student's function and observes what happened."""
+them only from its own fresh re-run (``autograder.judging.rerun``), where the grader's code,
+bound before any student code ran, calls the student's function and observes what happened."""
 
 
 @dataclass(frozen=True)
@@ -245,30 +245,8 @@ def judge_cell(plan: TestPlan, records: Sequence[Record], references: References
     return Verdict(plan.grade_id, True, "\n".join(lines))
 
 
-def stderr_to_stdout(cell: NotebookNode) -> bool:
-    """Turn the stderr stream outputs of ``cell`` into stdout under a heading (in place).
-
-    nbgrader scores a test cell 0 for any stderr output; what student code writes to stderr
-    while it is checked (a log line, a debug print, C code writing to file descriptor 2 —
-    also output that arrives late from an earlier cell) must not change a score, but the
-    student should see it. Returns True if anything was moved.
-    """
-    moved = False
-    outputs = []
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "stream" and output.get("name") == "stderr":
-            text = output.get("text", "")
-            if not moved:
-                text = f"{HEADING}\n{text}"
-            moved = True
-            outputs.append(NotebookNode(output_type="stream", name="stdout", text=text))
-        else:
-            outputs.append(output)
-    cell.outputs = outputs
-    return moved
-
-
-def _is_test_cell(cell: NotebookNode) -> bool:
+def is_test_cell(cell: NotebookNode) -> bool:
+    """Whether ``cell`` is a graded test cell (graded code, not a solution, with a grade_id)."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return (cell.get("cell_type") == "code" and bool(meta.get("grade"))
             and not meta.get("solution") and isinstance(meta.get("grade_id"), str))
@@ -284,8 +262,9 @@ class CellReport:
     plain: bool
 
 
-def _cell_records(cell_records: Mapping[str, Mapping], index: int, grade_id: str
-                  ) -> list[Record]:
+def records_of(cell_records: Mapping[str, Mapping], index: int, grade_id: str
+               ) -> list[Record]:
+    """The records cell ``index`` appended, if it is still the cell ``grade_id`` (else none)."""
     kept = cell_records.get(str(index), {})
     return parse_records(kept.get("records", "") if kept.get("grade_id") == grade_id else "")
 
@@ -297,7 +276,7 @@ def to_confirm(notebook: NotebookNode, plans: Mapping[str, TestPlan],
     records and has cases of :data:`FORGEABLE_KINDS`: what the fresh re-run must run."""
     out = {}
     for index, cell in enumerate(notebook.cells):
-        if not _is_test_cell(cell):
+        if not is_test_cell(cell):
             continue
         grade_id = cell.metadata["nbgrader"]["grade_id"]
         plan = plans.get(grade_id)
@@ -305,55 +284,12 @@ def to_confirm(notebook: NotebookNode, plans: Mapping[str, TestPlan],
                 o.get("output_type") == "error" for o in cell.get("outputs", [])):
             continue
         wanted = confirmations(plan, references)
-        if wanted and judge_cell(plan, _cell_records(cell_records, index, grade_id),
+        if wanted and judge_cell(plan, records_of(cell_records, index, grade_id),
                                  references).passed:
             out[grade_id] = wanted
     return out
 
 
-def apply_verdicts(notebook: NotebookNode, plans: Mapping[str, TestPlan],
-                   cell_records: Mapping[str, Mapping], references: References,
-                   confirmed: Mapping[str, Mapping[str, dict]] | None = None
-                   ) -> list[CellReport]:
-    """Judge every graded test cell of the executed ``notebook`` and write the verdicts into
-    its outputs (in place); return a report per cell, in notebook order. Displayed values
-    are dropped and stderr becomes stdout (:func:`stderr_to_stdout`): only errors decide.
-
-    ``plans``: grade_id -> plan from the instructor's source; ``cell_records``: cell index (as
-    str) -> ``{"grade_id", "records"}`` as ``BoundedExecute`` wrote them; ``confirmed``:
-    grade_id -> the fresh re-run's outcomes of the cell's :data:`FORGEABLE_KINDS` cases
-    (``autograder.judging.rerun``). With ``confirmed`` given, such a case passes only on the
-    re-run's outcome too; the class run always gives it (None only for a look without a re-run).
-    """
-    reports = []
-    for index, cell in enumerate(notebook.cells):
-        if not _is_test_cell(cell):
-            continue
-        grade_id = cell.metadata["nbgrader"]["grade_id"]
-        plan = plans.get(grade_id, TestPlan(grade_id, (), True))
-        cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type")
-                        != "execute_result"]
-        stderr_to_stdout(cell)
-        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-        kernel_error = f"{errors[0].get('ename', '')}: {errors[0].get('evalue', '')}" \
-            if errors else ""
-        verdict = None
-        if plan.calls:
-            verdict = judge_cell(plan, _cell_records(cell_records, index, grade_id), references,
-                                 None if confirmed is None else confirmed.get(grade_id, {}))
-            if not errors:
-                if verdict.passed:
-                    cell.outputs.append(NotebookNode(output_type="stream", name="stdout",
-                                                     text=verdict.message + "\n"))
-                else:
-                    ename = "NoResult" if verdict.missing else "Mismatch"
-                    cell.outputs.append(NotebookNode(
-                        output_type="error", ename=ename, evalue=verdict.message,
-                        traceback=[f"{ename}: {verdict.message}"]))
-        reports.append(CellReport(grade_id, kernel_error, verdict, plan.plain))
-    return reports
-
-
 __all__ = ["CellReport", "CheckCall", "FORGEABLE_KINDS", "References", "TestPlan", "Verdict",
-           "apply_verdicts", "confirmations", "judge_cell", "plan_test_cell", "stderr_to_stdout",
+           "confirmations", "is_test_cell", "judge_cell", "plan_test_cell", "records_of",
            "to_confirm"]

@@ -23,6 +23,9 @@ Handled, each with a note (graded) or a problem (not graded):
   ``autograder.preprocessors.overwrite``, since every untouched test cell with hidden tests
   raises one).
 
+The repairs of the last three points are nbgrader preprocessors, run in order
+(``autograder.preprocessors.structure.RESTORE``).
+
 >>> lab = ReleasedLab.from_files("toy_lab", {"toy_lab": Path("labs/toy_lab/toy_lab.ipynb")})
 >>> take_in(Path("submissions/alice"), "toy_lab", lab).notes     # doctest: +SKIP
 ()
@@ -31,7 +34,6 @@ Handled, each with a note (graded) or a problem (not graded):
 from __future__ import annotations
 
 import codecs
-import copy
 import json
 import re
 from collections.abc import Mapping
@@ -41,7 +43,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.utils import parse_utc
 
-from autograder.preprocessors.regions import HIDDEN_TESTS, has_region, replace_regions
+from autograder.preprocessors.structure import grade_id, restore_structure
 
 MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
 """A submitted notebook larger than this is refused (outputs are cleared before grading)."""
@@ -82,20 +84,13 @@ class Intake:
     timestamp: str = ""
 
 
-def _grade_id(cell) -> str:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str):
-        return meta["grade_id"]
-    return ""
-
-
 def graded_ids(notebook) -> set[str]:
     """The grade_ids of a notebook's graded and answer cells (not of locked-only cells such
     as a setup cell, which many labs share by name)."""
     ids = set()
     for cell in notebook.get("cells", []):
         meta = cell.get("metadata", {}).get("nbgrader")
-        if _grade_id(cell) and (meta.get("grade") or meta.get("solution") or meta.get("task")):
+        if grade_id(cell) and (meta.get("grade") or meta.get("solution") or meta.get("task")):
             ids.add(meta["grade_id"])
     return ids
 
@@ -192,87 +187,6 @@ def _other_lab(ids: set[str], released: ReleasedLab) -> str:
     return ""
 
 
-def restore_structure(notebook: nbformat.NotebookNode, release: nbformat.NotebookNode
-                      ) -> list[str]:
-    """Repair ``notebook``'s nbgrader cells against ``release`` in place; return notes."""
-    notes = []
-    released = {_grade_id(c): c for c in release.cells if _grade_id(c)}
-    # 1. metadata with ids the lab does not have: plain cells
-    stray = 0
-    for cell in notebook.cells:
-        if "nbgrader" in cell.metadata and _grade_id(cell) not in released:
-            del cell.metadata["nbgrader"]
-            stray += 1
-    if stray:
-        notes.append(f"nbgrader metadata of {stray} cell(s) not in the lab removed")
-    # 2. duplicates: the last copy keeps the metadata (as nbgrader's DeduplicateIds)
-    seen: dict[str, int] = {}
-    for index in range(len(notebook.cells) - 1, -1, -1):
-        grade_id = _grade_id(notebook.cells[index])
-        if not grade_id:
-            continue
-        if grade_id in seen:
-            del notebook.cells[index].metadata["nbgrader"]
-            seen[grade_id] += 1
-        else:
-            seen[grade_id] = 1
-    for grade_id, count in seen.items():
-        if count > 1:
-            notes.append(f"cell '{grade_id}' appears {count} times: the last copy is graded, "
-                         "the others run as ordinary cells")
-    # 3. released metadata back on every lab cell
-    for cell in notebook.cells:
-        grade_id = _grade_id(cell)
-        if grade_id:
-            original = released[grade_id]
-            cell.metadata["nbgrader"] = copy.deepcopy(original.metadata["nbgrader"])
-            if cell.cell_type != original.cell_type:
-                source = cell.source
-                cell.clear()
-                cell.update(copy.deepcopy(original))
-                if original.metadata["nbgrader"].get("solution"):
-                    cell.source = source
-    # 4. deleted locked cells back where the release has them
-    present = {_grade_id(c) for c in notebook.cells}
-    order = [c for c in release.cells if _grade_id(c)]
-    restored = []
-    for position, cell in enumerate(order):
-        grade_id = _grade_id(cell)
-        if grade_id in present or not cell.metadata["nbgrader"].get("locked"):
-            continue
-        previous = next((_grade_id(c) for c in reversed(order[:position])
-                         if _grade_id(c) in present), None)
-        at = 0 if previous is None else next(
-            i for i, c in enumerate(notebook.cells) if _grade_id(c) == previous) + 1
-        notebook.cells.insert(at, copy.deepcopy(cell))
-        present.add(grade_id)
-        restored.append(grade_id)
-    if restored:
-        notes.append(f"deleted locked cell(s) put back: {', '.join(restored)}")
-    # 5. locked cells whose code was edited (nbgrader restores them; say so once)
-    edited = [_grade_id(c) for c in notebook.cells
-              if _grade_id(c) in released and c.cell_type == "code"
-              and released[_grade_id(c)].metadata["nbgrader"].get("locked")
-              and _code(c.source) != _code(released[_grade_id(c)].source)]
-    if edited:
-        notes.append(f"locked cell(s) edited, graded as the lab has them: {', '.join(edited)}")
-    return notes
-
-
-def _code(source: str | list) -> list[str]:
-    """The lines of a cell that matter for tampering: hidden-test regions removed (the
-    instructor's copy has them, the release does not), blank lines and
-    trailing spaces ignored. ``source`` may be a list of lines (nbformat's JSON form)."""
-    if isinstance(source, list):
-        source = "".join(str(line) for line in source)
-    if has_region(source, HIDDEN_TESTS):
-        try:
-            source = replace_regions(source, HIDDEN_TESTS, "")
-        except ValueError:
-            pass
-    return [line.rstrip() for line in source.splitlines() if line.strip()]
-
-
 def take_in(student_dir: Path, lab: str, released: ReleasedLab) -> Intake:
     """Find, read and repair ``student_dir``'s notebooks of ``lab`` (see the module doc)."""
     if not isinstance(student_dir, (str, Path)):
@@ -282,8 +196,8 @@ def take_in(student_dir: Path, lab: str, released: ReleasedLab) -> Intake:
     student_dir = Path(student_dir)
     student = student_dir.name
     if not STUDENT_ID.match(student):
-        return Intake(student_id=student, problem=f"folder name {student!r} cannot be a student id "
-                                       "(letters, digits, '_', '.', '@', '-')")
+        return Intake(student_id=student, problem=f"folder name {student!r} cannot be a "
+                      "student id (letters, digits, '_', '.', '@', '-')")
     if not student_dir.is_dir():
         return Intake(student_id=student, problem=f"{student_dir} is not a folder")
     candidates = _candidates(student_dir, lab)

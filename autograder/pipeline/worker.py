@@ -39,8 +39,9 @@ from nbgrader.converters import Autograde
 from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 
-from autograder.judging.rerun import apply_rerun, rerun_notebook
-from autograder.judging.verdicts import References, apply_verdicts, plan_test_cell, to_confirm
+from autograder.judging.rerun import rerun_notebook
+from autograder.judging.verdicts import References, plan_test_cell, to_confirm
+from autograder.preprocessors.judged import JUDGED, Judging, judge_executed
 from autograder.preprocessors.overwrite import quiet_preprocessors
 from autograder.sandbox.bwrap import Limits, probe_support, sandbox_mode
 from autograder.sandbox.execute import BoundedExecute
@@ -189,8 +190,9 @@ def run_job(job: Job) -> dict:
                 lib_dir=Path(job.lib_dir), refs_dir=Path(job.refs_dir) if job.refs_dir else None,
                 uid=job.uid, limits=Limits.from_config(config),
                 support=probe_support(sandbox_mode(config)), confirm=confirm)
-            reports = apply_verdicts(notebook, plans, cells, references, confirmed)
-            apply_rerun(notebook, reruns)
+            reports = judge_executed(notebook, Judging(
+                plans=plans, cell_records=cells, references=references, confirmed=confirmed,
+                reruns=reruns), JUDGED)
             nbformat.write(notebook, str(out / f"{name}.ipynb"))
             result["notebooks"].append(name)
             if sidecar.get("stopped"):

@@ -18,12 +18,12 @@ from nbformat.v4 import new_code_cell, new_notebook
 from autograder.judging.verdicts import (
     FORGEABLE_KINDS,
     References,
-    apply_verdicts,
     confirmations,
     judge_cell,
     plan_test_cell,
     to_confirm,
 )
+from autograder.preprocessors.judged import apply_verdicts
 from autograder.sandbox.bwrap import UID_BASE, Limits, probe_support
 from autograder.session import REPO_ROOT
 from course.grading.record import parse_records

@@ -478,7 +478,8 @@ def test_the_grader_judges_recorded_outcomes_and_missing_ones_fail():
 
 
 def test_verdicts_are_written_into_the_executed_notebook():
-    from autograder.judging.verdicts import CheckCall, TestPlan, apply_verdicts
+    from autograder.judging.verdicts import CheckCall, TestPlan
+    from autograder.preprocessors.judged import apply_verdicts
 
     cells = [_graded("t1", "check(LAB, 'f', f, hidden=True)", grade=True, locked=True, points=1),
              _graded("t2", "check(LAB, 'f', f, hidden=True)", grade=True, locked=True, points=1),
