@@ -5,7 +5,7 @@
     autograde --lab L --submissions DIR [--out OUT] [--jobs N] [--regrade]
                                                        make autograde
     check NB [--lab L]                                 make check
-    results [--labs DIR] [--out FILE]                  make results
+    raw-results [--labs DIR] [--out FILE]              the labs' results*.json as one table
 
 ``--root DIR`` (every command) runs on a course folder other than this repository, with the
 same configuration. Exit status: 0 done; 1 done but something needs attention (a student
@@ -79,7 +79,7 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _results(args: argparse.Namespace) -> int:
+def _raw_results(args: argparse.Namespace) -> int:
     from autograder.commands.raw_results import collect_results, markdown_table
 
     labs_dir = args.labs if args.labs is not None else _layout(args).release_dir
@@ -133,10 +133,11 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--lab", default=None, help="lab it belongs to (default: guessed)")
     check.set_defaults(run=_check)
 
-    results = commands.add_parser("results", parents=[common], help="collect lab results")
-    results.add_argument("--labs", type=Path, default=None, help="default: the release folder")
-    results.add_argument("--out", type=Path, default=None, help="also write the table here")
-    results.set_defaults(run=_results)
+    raw = commands.add_parser("raw-results", parents=[common],
+                              help="every lab's results*.json rows in one table")
+    raw.add_argument("--labs", type=Path, default=None, help="default: the release folder")
+    raw.add_argument("--out", type=Path, default=None, help="also write the table here")
+    raw.set_defaults(run=_raw_results)
     return main
 
 

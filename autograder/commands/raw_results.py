@@ -1,4 +1,8 @@
-"""``results``: every lab's measured results in one Markdown table.
+"""``raw-results``: every lab's ``results*.json`` rows, as they are, in one Markdown table.
+
+Not ``make results``: that is the lecture's claims beside what the labs measured
+(``python -m course.claims``), which reads the same files through each claim's own reading.
+This command shows the files' rows unread, for an instructor writing or checking a lab.
 
 Each lab writes a small JSON file next to its notebook when a student runs it
 (``labs/<lab>/results*.json``). A file holds either a list of rows or an object; an object's

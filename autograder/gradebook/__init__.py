@@ -1,2 +1,3 @@
-"""What the class gradebook holds and what is written from it: the CSV files (``export``).
+"""The class gradebook: each submission recorded and read back (``grades``), the students'
+feedback pages (``feedback``) and the CSV files written from it (``export``).
 """

@@ -125,5 +125,13 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
-def test_the_sandbox_needs_nothing_of_the_pipeline_above_it():
-    assert _unit_graph()["sandbox"] <= {"session"}
+LAYERS = ("session", "sandbox", "judging", "preprocessors", "pipeline", "gradebook",
+          "commands", "cli")
+"""The grader's parts, each importing only parts before it (``autograder/README.md``)."""
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    graph = _unit_graph()
+    wrong = {unit: sorted(graph[unit] - set(LAYERS[:index]))
+             for index, unit in enumerate(LAYERS) if graph[unit] - set(LAYERS[:index])}
+    assert wrong == {}
