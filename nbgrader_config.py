@@ -36,7 +36,7 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
 from traitlets import List  # noqa: E402
 
-from autograder.feedback import ClearHiddenTestTracebacks  # noqa: E402
+from autograder.preprocessors.hidden_tracebacks import ClearHiddenTestTracebacks  # noqa: E402
 
 
 def _accepts_display_priority(preprocessor: type) -> type:
@@ -74,7 +74,7 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, WORK, "gradebook.db
 # shadow the real module), plus nbgrader's defaults. Labs ship no Python files of their own.
 # What a user leaves behind in a lab folder (JupyterLab's checkpoints, the results.json a
 # lab writes, caches) is ignored too: it never reaches a release, and `make test` does not
-# count it as a difference between labs/ and solutions/ (autograder.release.ignored).
+# count it as a difference between labs/ and solutions/ (autograder.commands.release.ignored).
 c.CourseDirectory.ignore = [
     ".ipynb_checkpoints",
     "__pycache__",
@@ -93,7 +93,7 @@ c.CourseDirectory.ignore = [
 
 # Grading: a deleted test cell is put back and run rather than silently scoring 0.
 # (`python -m autograder` also restores deleted locked cells and the metadata of every graded
-# cell before nbgrader sees a submission: autograder/intake.py.) The per-cell time limit is
+# cell before nbgrader sees a submission: autograder/pipeline/intake.py.) The per-cell time limit is
 # Sandbox.cell_cpu_s below; the grader's executor ignores ExecutePreprocessor.timeout.
 # The kernel's own start-up warnings (it prints them to the grader's terminal) are noise.
 c.ExecutePreprocessor.extra_arguments = ["--IPKernelApp.log_level=ERROR"]
@@ -110,7 +110,7 @@ c.GenerateFeedback.preprocessors = [
 # Feedback pages show what a student's code displayed: no scripts from it.
 c.HTMLExporter.sanitize_html = True
 
-# The sandbox every graded notebook runs in, and its limits (autograder/sandbox.py, read by
+# The sandbox every graded notebook runs in, and its limits (autograder/sandbox/bwrap.py, read by
 # `python -m autograder`; nbgrader itself ignores this section). mode: "auto" sandboxes with
 # bubblewrap where the machine allows and warns loudly where it does not; "require" refuses to
 # grade without it; "off" never sandboxes (and warns).

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import nbformat
 from nbformat.warnings import MissingIDFieldWarning
@@ -210,13 +211,21 @@ def nbgrader_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NbgraderRun:
     """What one nbgrader converter run did: success, its log, the traceback if it failed."""
 
     success: bool
     log: str
     error: str = ""
+
+    def write_to(self, log: TextIO, student: str, step: str) -> None:
+        """Append this run's log to ``log`` under a ``===== student: step (ok) =====`` line."""
+        log.write(f"===== {student}: {step} ({'ok' if self.success else 'FAILED'}) =====\n")
+        log.write(self.log)
+        if self.error:
+            log.write(self.error)
+        log.flush()
 
     def reason(self) -> str:
         """A one-line cause of a failure: the first exception line nbgrader logged."""
@@ -277,8 +286,9 @@ def run_converter(
             try:
                 converter.start()
             except Exception:  # nbgrader reports failures as exceptions of many kinds
-                return NbgraderRun(False, buffer.getvalue(), traceback.format_exc())
-            return NbgraderRun(True, buffer.getvalue())
+                return NbgraderRun(success=False, log=buffer.getvalue(),
+                                   error=traceback.format_exc())
+            return NbgraderRun(success=True, log=buffer.getvalue())
     finally:
         log.removeHandler(handler)
 

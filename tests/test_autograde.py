@@ -1,6 +1,6 @@
 """The grader end to end: ``python -m autograder autograde`` and ``check`` with nbgrader.
 
-A toy source assignment (``autograder.toy_lab``) is released and submitted by a class whose
+A toy source assignment (``tests/autograder/toy_lab.py``) is released and submitted by a class whose
 students cover the cases that matter: the solution, the untouched release, one wrong answer
 (it passes the visible test, fails the hidden one), a file that is not JSON, a missing
 notebook, a ``json.py`` that would shadow the real module, a deleted test cell. The same
@@ -24,9 +24,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.regions import HIDDEN_TESTS, SOLUTION, region_lines, replace_regions
+from autograder.preprocessors.regions import HIDDEN_TESTS, SOLUTION, region_lines, replace_regions
 from autograder.session import REPO_ROOT, CourseLayout, load_config, open_gradebook
-from autograder.toy_lab import (
+from tests.autograder.toy_lab import (
     HIDDEN_MARKER,
     HIDDEN_MESSAGE,
     SQUARE_MESSAGE,
@@ -123,7 +123,7 @@ class ClassRun:
 # ----------------------------------------------------------------------------- the toy class
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> ClassRun:
-    from autograder.release import release
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("toy_course")
     source = write_toy_lab(root)
@@ -235,7 +235,7 @@ def test_a_deleted_test_cell_is_put_back_and_run(toy):
 
 @pytest.mark.slow
 def test_grades_csv_is_nbgrader_export_agreeing_with_the_gradebook(toy):
-    from autograder.export import GRADES_COLUMNS
+    from autograder.gradebook.export import GRADES_COLUMNS
 
     columns, rows = read_csv(toy.out / "grades.csv")
     assert tuple(columns) == GRADES_COLUMNS
@@ -251,7 +251,7 @@ def test_grades_csv_is_nbgrader_export_agreeing_with_the_gradebook(toy):
 
 @pytest.mark.slow
 def test_scores_csv_has_one_row_per_student_and_graded_cell(toy):
-    from autograder.export import SCORES_COLUMNS
+    from autograder.gradebook.export import SCORES_COLUMNS
 
     columns, rows = read_csv(toy.out / "scores.csv")
     assert tuple(columns) == SCORES_COLUMNS
@@ -292,7 +292,7 @@ def test_feedback_shows_scores_but_no_hidden_test(toy):
 
 @pytest.mark.slow
 def test_rerun_is_idempotent_and_keeps_manual_grades(toy, tmp_path):
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
 
     root = tmp_path / "course"
     shutil.copytree(toy.layout.root, root, symlinks=True)
@@ -350,7 +350,7 @@ def test_check_fails_only_when_grading_cannot_run(toy, tmp_path):
 def test_a_hanging_cell_is_stopped_by_the_cell_timeout(tmp_path):
     """The per-cell CPU limit (here 3 s instead of the course's 120 s) interrupts a solution
     that never returns: that test scores 0, the rest of the notebook is still graded."""
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
 
     source = write_toy_lab(tmp_path)
     layout = CourseLayout.from_config(root=tmp_path)
@@ -371,7 +371,7 @@ def test_a_hanging_cell_is_stopped_by_the_cell_timeout(tmp_path):
 
 
 def test_autograde_checks_its_arguments(tmp_path):
-    from autograder.grade import autograde
+    from autograder.commands.autograde import autograde
 
     write_toy_lab(tmp_path)
     layout = CourseLayout.from_config(root=tmp_path)
@@ -392,9 +392,9 @@ def test_a_failed_run_names_the_first_real_exception():
            "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
            "nbformat.reader.NotJSONError: Notebook does not appear to be JSON\n")
     error = "Traceback ...\nnbgrader.converters.base.NbGraderException: Please see the log\n"
-    run = NbgraderRun(False, log, error)
+    run = NbgraderRun(success=False, log=log, error=error)
     assert run.reason() == "nbformat.reader.NotJSONError: Notebook does not appear to be JSON"
-    assert NbgraderRun(False, "[ERROR] disk full\n").reason() == "disk full"
+    assert NbgraderRun(success=False, log="[ERROR] disk full\n").reason() == "disk full"
 
 
 # ----------------------------------------------------------------------------- lab01
@@ -414,8 +414,8 @@ def lab01_test_cells() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def lab01(tmp_path_factory) -> ClassRun:
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("lab01_course")
     shutil.copytree(LAB01_SOURCE.parent, root / "solutions" / LAB01)
