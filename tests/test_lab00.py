@@ -62,8 +62,8 @@ def test_energy_and_latency_are_measured(executed):
 # ----------------------------------------------------------------------------- grading
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("lab00_course")
     shutil.copytree(SOURCE.parent, root / "solutions" / LAB)

@@ -135,8 +135,8 @@ test_cells.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("lab05_course")
     shutil.copytree(SOURCE.parent, root / "solutions" / LAB)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from autograder.cases import lab05_incremental_network_quantization as lab05
-from autograder.withheld import build_grading_lib
+from autograder.pipeline.withheld import build_grading_lib
 from course.grading import Mismatch, check, load_cases
 from course.kernels import pow2
 from course.methods import inq

@@ -80,8 +80,8 @@ def test_sharpness_table_is_complete(executed):
 # ----------------------------------------------------------------------------- grading
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder.grade import autograde
-    from autograder.release import release
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
 
     root = tmp_path_factory.mktemp("lab06_course")
     shutil.copytree(SOURCE.parent, root / "solutions" / LAB)

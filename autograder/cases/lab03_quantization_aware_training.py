@@ -204,8 +204,9 @@ EXERCISES = {
 
 # The library's objects that compute each exercise's answer (functions, classes — every
 # function in their body —, methods, and the helpers they call to do it): withheld in the
-# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
-# one, and every alias of it, raises "withheld while grading" in the sandbox.
+# grading copy of `course` (autograder/pipeline/withheld.py);
+# tests/autograder/pipeline/test_withheld.py checks that each one, and every alias of it,
+# raises "withheld while grading" in the sandbox.
 WITHHELD = {
     "ste_forward": ("course.quant.ste:FakeQuantizeSTE", "course.quant.ste:fake_quantize_ste",
                     "course.nn.integer:fake_quantize_codes"),

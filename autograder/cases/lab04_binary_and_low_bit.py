@@ -376,8 +376,9 @@ EXERCISES = {
 
 # The library's objects that compute each exercise's answer (functions, classes — every
 # function in their body —, methods, and the helpers they call to do it): withheld in the
-# grading copy of `course` (autograder/withheld.py); tests/test_withheld.py checks that each
-# one, and every alias of it, raises "withheld while grading" in the sandbox.
+# grading copy of `course` (autograder/pipeline/withheld.py);
+# tests/autograder/pipeline/test_withheld.py checks that each one, and every alias of it,
+# raises "withheld while grading" in the sandbox.
 WITHHELD = {
     "binarize": ("course.quant.binary:binarize", "course.quant.binary:binary_scale",
                  "course.quant.xnor:binary_weight"),

@@ -84,7 +84,7 @@ def _bind_check(load_cases, capture, append_record, judge, dumps_outcome, loads_
     or a builtin after this module was imported changes nothing that ``check`` does. (Code that
     reaches into the closure itself can still change what the kernel records; the grader does
     not take the kernel's word for the outcomes that need no secret to forge — raised errors,
-    unmodified inputs — see ``autograder/verdicts.py``.)
+    unmodified inputs — see ``autograder/judging/verdicts.py``.)
     """
 
     def check(lab: str, name: str, fn: Any, hidden: bool = False) -> None:

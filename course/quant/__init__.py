@@ -50,18 +50,3 @@ __all__ = [
     "sign_ste",
     "symmetric_scale",
 ]
-
-# Two names that graded notebooks' namespaces still offered as ``quant.<name>`` before the
-# primitives became layer 0, and that the autograder's adversarial tests call there (a
-# student answer calling the library's own implementation must meet the withheld message).
-# They are looked up when asked for, by module name, so this package imports nothing above
-# it; nothing in the course uses them. Remove once those tests use the new homes.
-_MOVED_UP = {"sqnr_db": "course.measure", "FakeQuantize": "course.nn.fake_quant"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED_UP:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED_UP[name]), name)
-    raise AttributeError(f"module 'course.quant' has no attribute {name!r}")

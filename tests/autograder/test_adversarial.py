@@ -466,7 +466,7 @@ def test_lab01_library_calls_and_patched_comparisons_lose_exactly_that_exercise(
     src = root / "solutions" / LAB01 / f"{LAB01}.ipynb"
     subs = root / "submissions"
     variant(src, subs / "libcall" / LAB01 / src.name,
-            solutions={"sqnr_db": "return quant.sqnr_db(x, x_hat)"})
+            solutions={"sqnr_db": "return measure.sqnr_db(x, x_hat)"})
     variant(src, subs / "patcher" / LAB01 / src.name,
             solutions={"sqnr_db": "return 42.0"}, append={"sqnr_db": PATCH_JUDGE})
     layout = CourseLayout.from_config(root=root)
@@ -752,19 +752,22 @@ def test_lab01_forged_records_gain_nothing_and_honest_noise_costs_nothing(tmp_pa
 # Answers that call the library's own implementation under another name than the exercise's.
 LAB03_CHEATS = {
     "FakeQuantSTE": "FakeQuantSTE = quant.FakeQuantizeSTE\n",
-    "ActivationFakeQuant": '''class ActivationFakeQuant(nn.Module):
+    "ActivationFakeQuant": '''from course.nn.fake_quant import FakeQuantize
+
+
+class ActivationFakeQuant(nn.Module):
     def __init__(self, num_bits: int = 8, averaging_constant: float = 0.01):
         super().__init__()
         self.num_bits = num_bits
         self.averaging_constant = averaging_constant
-        self.fq = quant.FakeQuantize.for_activations(num_bits, observer="moving_average")
+        self.fq = FakeQuantize.for_activations(num_bits, observer="moving_average")
 
     def forward(self, x):
         self.fq.train(self.training)
         return self.fq(x)
 ''',
     "fold_batch_norm": '''import copy
-from course.qat.layers import folded_parameters
+from course.methods.qat.layers import folded_parameters
 
 
 def fold_batch_norm(layer, bn):

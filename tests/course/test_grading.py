@@ -252,7 +252,7 @@ def test_check_records_every_case_and_the_records_give_the_same_verdict(tmp_path
 
 def test_withheld_expected_values_mean_the_cases_run_but_are_not_judged(tmp_path, monkeypatch,
                                                                          capsys):
-    from autograder.withheld import write_redacted_references
+    from autograder.pipeline.withheld import write_redacted_references
     from course.grading.record import RECORD_ENV, parse_records
 
     write_redacted_references(references_path(LAB, hidden=True), LAB, tmp_path)
@@ -480,7 +480,8 @@ def test_stderr_written_by_checked_code_is_captured_and_printed_to_stdout(capfd)
 def test_the_grader_moves_stderr_of_test_cells_to_stdout():
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    from autograder.verdicts import References, apply_verdicts, plan_test_cell
+    from autograder.judging.verdicts import References, plan_test_cell
+    from autograder.preprocessors.judged import apply_verdicts
     from course.grading.quiet import HEADING
 
     cell = new_code_cell("assert True", metadata={"nbgrader": {
