@@ -3,7 +3,7 @@
 Speedups (baseline median / ours, interleaved in one run with ``benchmarks.compare``, all
 threads):
 
-* ``binary_gemm_4096_vs_fp32`` — ``course.kernels.xnor_gemm.xnor_gemm`` on operands packed
+* ``binary_gemm_4096_vs_fp32`` — ``course.kernels.binary.gemm.xnor_gemm`` on operands packed
   beforehand (4096 x 4096 by 4096 x 4096, K = 4096) vs ``torch.matmul`` float32;
 * ``binary_gemm_4096_vs_int8`` — the same vs the course's int8 GEMM
   (``course.kernels.int8_gemm``, the path this CPU takes, weight packed once) int8 x int8
@@ -34,9 +34,9 @@ import torch
 from benchmarks import compare
 from course import kernels
 from course.kernels import cpu_features
-from course.kernels.binary_conv import binary_conv2d
-from course.kernels.bitpack import pack_sign_bits
-from course.kernels.xnor_gemm import compile_kernels, kernel_info, xnor_gemm
+from course.kernels.binary.bitpack import pack_sign_bits
+from course.kernels.binary.conv import binary_conv2d
+from course.kernels.binary.gemm import compile_kernels, kernel_info, xnor_gemm
 from course.measure import model_size_bytes
 from course.methods.xnor import XNORConv2d, binarize_model, pack_model
 from course.models import MLP

@@ -39,7 +39,7 @@ import torch
 
 from benchmarks import compare_samples
 from course import kernels
-from course.kernels.xnor_gemm import xnor_gemm
+from course.kernels.binary.gemm import xnor_gemm
 from course.latency import pinned_threads
 
 SOURCE = Path(__file__).with_name("ceilings.c")

@@ -10,7 +10,7 @@ them is not timed):
   the format halves the bytes, not necessarily the time);
 * ``int8`` — the course's int8 GEMM (int32 accumulation, :mod:`course.kernels.int8_gemm`);
 * ``binary`` — the course's XNOR + popcount GEMM on bits packed 64 to a word
-  (:mod:`course.kernels.xnor_gemm`), the weight rows as the kernel's first operand.
+  (:mod:`course.kernels.binary.gemm`), the weight rows as the kernel's first operand.
 
 At batch 1 the product reads every weight once and does one multiply-add with it: memory
 bound, so fewer bytes per weight should mean less time. At batch 256 every weight is used
@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator
 import numba
 import torch
 
-from course.kernels.bitpack import pack_sign_bits
+from course.kernels.binary.bitpack import pack_sign_bits
+from course.kernels.binary.gemm import xnor_gemm
 from course.kernels.int8_gemm import int8_gemm
-from course.kernels.xnor_gemm import xnor_gemm
 from course.measure import Timing, compare
 
 FORMATS = ("fp32", "fp16", "int8", "binary")

@@ -15,8 +15,8 @@ import torch
 from autograder.cases import lab04_binary_and_low_bit as lab04
 from course import quant
 from course.grading import Mismatch, check, load_cases, loads
-from course.kernels.bitpack import PackedBits, pack_signs
-from course.kernels.xnor_gemm import xnor_gemm
+from course.kernels.binary.bitpack import PackedBits, pack_signs
+from course.kernels.binary.gemm import xnor_gemm
 from course.methods import dorefa, xnor
 
 LAB = lab04.LAB

@@ -2,7 +2,8 @@
 
 Every expected value is computed by the library: ``course.quant.binarize`` (BWN),
 ``course.quant.ste.sign_ste`` (its gradient, by autograd), ``course.quant.dorefa``'s three
-quantizers, ``course.kernels.bitpack.pack_signs`` and ``course.kernels.xnor_gemm.xnor_gemm``.
+quantizers, ``course.kernels.binary.bitpack.pack_signs`` and
+``course.kernels.binary.gemm.xnor_gemm``.
 
 The gradient quantizer is stochastic; the exercise takes its noise as an argument. A case
 passes ``noise = torch.rand(shape, generator=g) - 1/2`` with ``g`` seeded, and computes the
@@ -18,8 +19,8 @@ import torch
 
 from autograder.cases._build import case, distinct, reference_files, uniform
 from course import quant
-from course.kernels.bitpack import WORD_BITS, PackedBits, pack_signs, words_for
-from course.kernels.xnor_gemm import xnor_gemm
+from course.kernels.binary.bitpack import WORD_BITS, PackedBits, pack_signs, words_for
+from course.kernels.binary.gemm import xnor_gemm
 from course.methods import dorefa, xnor
 
 LAB = "lab04_binary_and_low_bit"
@@ -391,19 +392,21 @@ WITHHELD = {
     "dorefa_gradient": ("course.quant.dorefa:stochastic_quantize_gradient",
                         "course.quant.dorefa:quantize_gradients",
                         "course.quant.dorefa:_GradientQuantize"),
-    "pack_signs": ("course.kernels.bitpack:pack_signs", "course.kernels.bitpack:pack_sign_bits",
-                   "course.kernels.bitpack:_pack_bool",
-                   "course.kernels.binary_conv:pack_conv_weight",
-                   "course.kernels.binary_conv:pack_conv_input",
-                   "course.kernels.binary_conv:pack_conv_input_and_mean_abs",
-                   "course.kernels.binary_conv:_pack_channels"),
-    "xnor_matmul": ("course.kernels.xnor_gemm:xnor_gemm",
-                    "course.kernels.xnor_gemm:xnor_gemm_words",
-                    "course.kernels.xnor_gemm:xnor_gemm_reference",
-                    "course.kernels.xnor_gemm:_xnor_gemm_tiled",
-                    "course.kernels.xnor_gemm:_xnor_gemm_naive", "course.kernels.xnor_gemm:_dot",
-                    "course.kernels.binary_conv:binary_conv2d",
-                    "course.kernels.binary_conv:binary_conv2d_reference"),
+    "pack_signs": ("course.kernels.binary.bitpack:pack_signs",
+                   "course.kernels.binary.bitpack:pack_sign_bits",
+                   "course.kernels.binary.bitpack:_pack_bool",
+                   "course.kernels.binary.conv:pack_conv_weight",
+                   "course.kernels.binary.conv:pack_conv_input",
+                   "course.kernels.binary.conv:pack_conv_input_and_mean_abs",
+                   "course.kernels.binary.conv:_pack_channels"),
+    "xnor_matmul": ("course.kernels.binary.gemm:xnor_gemm",
+                    "course.kernels.binary.gemm:xnor_gemm_words",
+                    "course.kernels.binary.gemm:xnor_gemm_reference",
+                    "course.kernels.binary.gemm:_xnor_gemm_tiled",
+                    "course.kernels.binary.gemm:_xnor_gemm_naive",
+                    "course.kernels.binary.gemm:_dot",
+                    "course.kernels.binary.conv:binary_conv2d",
+                    "course.kernels.binary.conv:binary_conv2d_reference"),
 }
 
 def build() -> dict[str, bytes]:

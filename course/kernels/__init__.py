@@ -24,12 +24,15 @@ int8 (this package's int8 modules, channels-last activations):
 * :mod:`course.kernels.cpu_features` — what the CPU offers (SIMD level, int8 dot products,
   the course kernels' level ``kernel_isa()``, lowered by ``COURSE_KERNEL_ISA=avx2``).
 
-binary (bits packed along K into 64-bit words, XNOR + popcount):
+binary (bits packed along K into 64-bit words, XNOR + popcount), the subpackage
+:mod:`course.kernels.binary`:
 
-* :mod:`course.kernels.bitpack` — packing signs into uint64 words and back;
-* :mod:`course.kernels.xnor_gemm` — the numba XNOR + popcount GEMM (LLVM's ctpop, register
-  tiles, compiled once and cached on disk), with a plain reference;
-* :mod:`course.kernels.binary_conv` — binary Conv2d by packed im2col + the XNOR GEMM.
+* :mod:`course.kernels.binary.bitpack` — packing signs into uint64 words and back;
+* :mod:`course.kernels.binary.gemm` — the numba XNOR + popcount GEMM (register tiles,
+  compiled once and cached on disk), with a plain reference; its LLVM intrinsics (ctpop on
+  words and vectors) in :mod:`course.kernels.binary.intrinsics`, its AVX2 tile in
+  :mod:`course.kernels.binary.gemm_avx2`;
+* :mod:`course.kernels.binary.conv` — binary Conv2d by packed im2col + the XNOR GEMM.
 
 powers of two (INQ's weights, 0 or ±2^n):
 
@@ -59,13 +62,13 @@ import numba
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-from course.kernels.binary_conv import binary_conv2d, pack_conv_weight  # noqa: E402
-from course.kernels.bitpack import (  # noqa: E402
+from course.kernels.binary.bitpack import (  # noqa: E402
     PackedBits,
     pack_sign_bits,
     pack_signs,
     unpack_signs,
 )
+from course.kernels.binary.conv import binary_conv2d, pack_conv_weight  # noqa: E402
 from course.kernels.conv.fused import (
     Conv2dRequantize,
     conv2d_requantize_int8,
@@ -122,7 +125,7 @@ def backend_report() -> dict[str, str]:
     ['cpu_capability', 'int8_conv', 'int8_gemm', 'int8_gemm_reason', 'int8_instructions', \
 'kernel_isa', 'requantize', 'xnor_gemm']
     """
-    from course.kernels.xnor_gemm import default_backend
+    from course.kernels.binary.gemm import default_backend
 
     info = gemm_backend()
     return {

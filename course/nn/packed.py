@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course.kernels.binary_conv import PackedConvWeight, binary_conv2d, pack_conv_weight
-from course.kernels.bitpack import PackedBits, pack_sign_bits, unpack_signs
-from course.kernels.xnor_gemm import xnor_gemm
+from course.kernels.binary.bitpack import PackedBits, pack_sign_bits, unpack_signs
+from course.kernels.binary.conv import PackedConvWeight, binary_conv2d, pack_conv_weight
+from course.kernels.binary.gemm import xnor_gemm
 from course.quant.binary import binary_scale
 from course.quant.checks import check_float_tensor, check_plain_conv, pair
 from course.quant.xnor import input_scale

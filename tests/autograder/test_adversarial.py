@@ -793,7 +793,7 @@ def pack_signs(x):
     return bitpack.pack_signs(x).to_tensor()
 ''',
     "xnor_matmul": '''import numpy as np
-from course.kernels.xnor_gemm import xnor_gemm_words
+from course.kernels.binary.gemm import xnor_gemm_words
 
 
 def xnor_matmul(a_words, b_words, length):

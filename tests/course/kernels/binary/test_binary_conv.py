@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from course.kernels import cpu_features
-from course.kernels.binary_conv import (
+from course.kernels.binary.bitpack import words_for
+from course.kernels.binary.conv import (
     PackedConvWeight,
     binary_conv2d,
     binary_conv2d_reference,
@@ -18,7 +19,6 @@ from course.kernels.binary_conv import (
     pack_conv_input_and_mean_abs,
     pack_conv_weight,
 )
-from course.kernels.bitpack import words_for
 
 CASES = [  # (N, C, H, W, O, kernel, stride, padding)
     (1, 1, 1, 1, 1, 1, 1, 0),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from course.kernels.bitpack import (
+from course.kernels.binary.bitpack import (
     WORD_BITS,
     PackedBits,
     pack_sign_bits,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from course.kernels import cpu_features
-from course.kernels import xnor_gemm as xg
-from course.kernels.bitpack import pack_sign_bits, pack_signs
+from course.kernels.binary import gemm as xg
+from course.kernels.binary.bitpack import pack_sign_bits, pack_signs
 
 SHAPES = [  # (M, N, K): edges of the 4 x 16 tile, K around word boundaries, M or N of 1
     (1, 1, 1), (1, 1, 64), (1, 37, 100), (29, 1, 100), (1, 16, 65), (4, 16, 64),

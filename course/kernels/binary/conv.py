@@ -1,5 +1,5 @@
 """Binary 2-D convolution: sign(input) convolved with sign(weight) by im2col on packed bits
-and the XNOR + popcount GEMM of :mod:`course.kernels.xnor_gemm`.
+and the XNOR + popcount GEMM of :mod:`course.kernels.binary.gemm`.
 
 Layout. The input ``(N, C, H, W)`` is binarized and packed along channels at every pixel:
 words ``(N, H + 2p, W + 2p, ceil(C/64))`` (channels-last, zero padding bits after the last
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from numba import prange
 
-from course.kernels.bitpack import WORD_BITS, WORD_DTYPE, words_for
-from course.kernels.xnor_gemm import xnor_gemm_words
+from course.kernels.binary.bitpack import WORD_BITS, WORD_DTYPE, words_for
+from course.kernels.binary.gemm import xnor_gemm_words
 from course.quant.checks import pair
 
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -272,7 +272,7 @@ def binary_conv2d(x: torch.Tensor, weight: PackedConvWeight,
     :func:`k_map_from_mean_abs`), computed while ``x`` is packed. The result is a
     channels-last tensor (an ``(N, Ho, Wo, O)`` buffer seen as ``(N, O, Ho, Wo)``).
     ``backend``: ``None`` (the CPU's default), ``"tiled"``, ``"tiled_avx2"`` or ``"naive"``
-    (see :func:`~course.kernels.xnor_gemm.xnor_gemm`).
+    (see :func:`~course.kernels.binary.gemm.xnor_gemm`).
     """
     x = _check_float_tensor(x, "x", 4)
     if not isinstance(weight, PackedConvWeight):

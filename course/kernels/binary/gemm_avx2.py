@@ -1,6 +1,6 @@
 """The XNOR + popcount GEMM's register tile for x86 CPUs with AVX2 but no AVX-512.
 
-Same contract as the ``"tiled"`` kernel of :mod:`course.kernels.xnor_gemm` (``a`` packed
+Same contract as the ``"tiled"`` kernel of :mod:`course.kernels.binary.gemm` (``a`` packed
 words ``(M, W)``, ``b`` in panels from ``panel_layout(b, TILE_COLS)``, exact counts), with a
 popcount that suits 256-bit integer units. On AVX2 there is no vector popcount instruction:
 LLVM's ``ctpop`` of a vector becomes a nibble lookup *and* a horizontal sum (``vpsadbw``) per

@@ -29,7 +29,7 @@ CPU, see :func:`course.kernels.cpu_features.kernel_isa`), all exact:
   rows of ``a`` run in parallel (numba ``parallel=True``).
 * ``"tiled_avx2"`` (the default on AVX2 CPUs without AVX-512) — a 3 x 8 tile of 256-bit
   vectors with a ``vpshufb`` nibble-lookup popcount summed in bytes and reduced once per 31
-  words (:mod:`course.kernels.xnor_gemm_avx2`); x86 only, never compiled elsewhere.
+  words (:mod:`course.kernels.binary.gemm_avx2`); x86 only, never compiled elsewhere.
 * ``"naive"`` — one output at a time with the scalar :func:`popcount64` (LLVM's
   ``llvm.ctpop.i64``), parallel over rows; LLVM vectorizes its loop along K. The difference
   to ``"tiled"`` is what register tiling buys.
@@ -45,7 +45,7 @@ The numba functions are compiled for this CPU on first use and cached to disk
 up front and reports its time, apart from any speed measurement.
 
 >>> import torch
->>> from course.kernels.bitpack import pack_signs
+>>> from course.kernels.binary.bitpack import pack_signs
 >>> a = pack_signs(torch.tensor([[1, -1, 1], [-1, -1, 1]]))
 >>> b = pack_signs(torch.tensor([[1, 1, 1], [1, -1, 1]]))
 >>> xnor_gemm(a, b)
@@ -63,25 +63,20 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
 from course.kernels import cpu_features
-from course.kernels.bitpack import WORD_BITS, WORD_DTYPE, PackedBits
+from course.kernels.binary.bitpack import WORD_BITS, WORD_DTYPE, PackedBits
+from course.kernels.binary.intrinsics import (
+    TILE_COLS,
+    TILE_ROWS,
+    popcount64,
+    tile_into,
+    tile_popcounts,
+)
 
 BACKENDS = ("tiled", "tiled_avx2", "naive", "reference")
 """The implementations of :func:`xnor_gemm`."""
-
-TILE_ROWS = 4
-"""Rows of ``a`` per register tile of the tiled kernel."""
-
-VECTOR_WORDS = 8
-"""Packed words per vector in the tiled kernel (8 x 64 bits = one 512-bit register)."""
-
-TILE_COLS = 2 * VECTOR_WORDS
-"""Rows of ``b`` per register tile (one panel): two vectors."""
 
 MAX_LENGTH = 2**31 - 1
 """Longest K: every dot product lies in [-K, K] and is returned as int32."""
@@ -108,179 +103,6 @@ def _check_backend(backend: str | None, allowed: tuple[str, ...]) -> str:
     if backend == "tiled_avx2" and cpu_features.native_isa() == "generic":
         raise RuntimeError("backend 'tiled_avx2' needs an x86-64 CPU with AVX2")
     return backend
-
-
-# ----------------------------------------------------------------------------- intrinsics
-
-
-@intrinsic
-def popcount64(typingctx, x):
-    """Number of set bits of a 64-bit integer, as LLVM's ``llvm.ctpop.i64`` (numba only)."""
-    if not isinstance(x, types.Integer) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-
-    return x(x), codegen
-
-
-_WORD_ARRAY_2D = types.Array(types.uint64, 2, "C")
-_WORD_ARRAY_3D = types.Array(types.uint64, 3, "C")
-_INT32_OUT = types.Array(types.int32, 2, "C")
-_FLOAT32_OUT = types.Array(types.float32, 2, "C")
-_FLOAT32_VECTOR = types.Array(types.float32, 1, "C")
-
-
-def _splat(builder, value, vector_type):
-    """IR: a vector with every lane equal to the scalar ``value``."""
-    lane = ir.IntType(32)
-    first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
-                                   ir.Constant(lane, 0))
-    return builder.shuffle_vector(first, ir.Constant(vector_type, ir.Undefined),
-                                  ir.Constant(ir.VectorType(lane, vector_type.count),
-                                              [0] * vector_type.count))
-
-
-def _emit_tile_sums(context, builder, a_type, a_value, row, panels_type, panels_value, panel):
-    """LLVM IR of one register tile: the loop over the W packed words of K.
-
-    Returns ``sums[r][v]``: ``<VECTOR_WORDS x i64>`` popcount totals of row ``row + r`` of
-    ``a`` against rows ``VECTOR_WORDS * v ...`` of the panel. Per word ``w`` the tile loads
-    the panel's ``TILE_COLS`` words as vectors, broadcasts each of its ``TILE_ROWS`` words of
-    ``a`` and adds ``ctpop(a XOR b)`` into accumulators that LLVM keeps in registers.
-    """
-    word = ir.IntType(64)
-    vector = ir.VectorType(word, VECTOR_WORDS)
-    ctpop = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vector, [vector]), f"llvm.ctpop.v{VECTOR_WORDS}i64")
-    a_array = context.make_array(a_type)(context, builder, a_value)
-    p_array = context.make_array(panels_type)(context, builder, panels_value)
-    n_words = cgutils.unpack_tuple(builder, a_array.shape, 2)[1]
-    a_rows = [builder.gep(a_array.data, [builder.mul(builder.add(row, ir.Constant(word, r)),
-                                                     n_words)]) for r in range(TILE_ROWS)]
-    panel_start = builder.gep(p_array.data, [builder.mul(
-        panel, builder.mul(n_words, ir.Constant(word, TILE_COLS)))])
-    n_vectors = TILE_COLS // VECTOR_WORDS
-    sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, None))
-             for _ in range(n_vectors)] for _ in range(TILE_ROWS)]
-    with cgutils.for_range(builder, n_words) as loop:
-        w = loop.index
-        b_vectors = []
-        for v in range(n_vectors):
-            offset = builder.add(builder.mul(w, ir.Constant(word, TILE_COLS)),
-                                 ir.Constant(word, v * VECTOR_WORDS))
-            pointer = builder.bitcast(builder.gep(panel_start, [offset]), vector.as_pointer())
-            b_vectors.append(builder.load(pointer, align=8))
-        for r in range(TILE_ROWS):
-            a_vector = _splat(builder, builder.load(builder.gep(a_rows[r], [w])), vector)
-            for v in range(n_vectors):
-                counts = builder.call(ctpop, [builder.xor(a_vector, b_vectors[v])])
-                builder.store(builder.add(builder.load(sums[r][v]), counts), sums[r][v])
-    return [[builder.load(slot) for slot in row_slots] for row_slots in sums]
-
-
-def _tile_arguments_ok(a, row, panels, panel) -> bool:
-    return (a == _WORD_ARRAY_2D and panels == _WORD_ARRAY_3D
-            and isinstance(row, types.Integer) and isinstance(panel, types.Integer))
-
-
-@intrinsic
-def _tile_popcounts(typingctx, a, row, panels, panel):
-    """Popcounts of ``a[row + r] XOR b[panel * TILE_COLS + c]`` summed over all words, for
-    ``r < TILE_ROWS``, ``c < TILE_COLS``: a tuple of ``TILE_ROWS * TILE_COLS`` uint64 in
-    row-major order. ``a``: C-contiguous uint64 ``(M, W)``; ``panels``: C-contiguous uint64
-    ``(P, W, TILE_COLS)`` from :func:`panel_layout`. No bounds checks: the caller's job.
-    """
-    if not _tile_arguments_ok(a, row, panels, panel):
-        return None
-    signature = types.UniTuple(types.uint64, TILE_ROWS * TILE_COLS)(a, row, panels, panel)
-
-    def codegen(context, builder, sig, args):
-        row_index = context.cast(builder, args[1], sig.args[1], types.intp)
-        panel_index = context.cast(builder, args[3], sig.args[3], types.intp)
-        sums = _emit_tile_sums(context, builder, sig.args[0], args[0], row_index,
-                               sig.args[2], args[2], panel_index)
-        lane = ir.IntType(32)
-        result = ir.Constant(context.get_value_type(sig.return_type), ir.Undefined)
-        for r, row_sums in enumerate(sums):
-            for v, total in enumerate(row_sums):
-                for k in range(VECTOR_WORDS):
-                    result = builder.insert_value(
-                        result, builder.extract_element(total, ir.Constant(lane, k)),
-                        r * TILE_COLS + v * VECTOR_WORDS + k)
-        return result
-
-    return signature, codegen
-
-
-@intrinsic
-def _tile_into(typingctx, a, row, panels, panel, length, out, i, j, row_scale, col_scale,
-               bias):
-    """Compute one full tile and store it at ``out[i:i+TILE_ROWS, j:j+TILE_COLS]``, as
-    vectors: int32 ``K - 2 * count`` when the scales are None, else float32
-    ``(K - 2 * count) * row_scale[i + r] * col_scale[j + c] + bias[j + c]`` (the same
-    operations, in the same order, as the scalar ``_store``). No bounds checks.
-    """
-    if not _tile_arguments_ok(a, row, panels, panel):
-        return None
-    if not all(isinstance(t, types.Integer) for t in (length, i, j)):
-        return None
-    scaled = row_scale != types.none
-    if scaled:
-        if out != _FLOAT32_OUT or any(t != _FLOAT32_VECTOR for t in (row_scale, col_scale,
-                                                                      bias)):
-            return None
-    elif out != _INT32_OUT or col_scale != types.none or bias != types.none:
-        return None
-    signature = types.none(a, row, panels, panel, length, out, i, j, row_scale, col_scale,
-                           bias)
-
-    def codegen(context, builder, sig, args):
-        intp = types.intp
-        row_index, panel_index, k, i_index, j_index = (
-            context.cast(builder, args[n], sig.args[n], intp) for n in (1, 3, 4, 6, 7))
-        sums = _emit_tile_sums(context, builder, sig.args[0], args[0], row_index,
-                               sig.args[2], args[2], panel_index)
-        word = ir.IntType(64)
-        lane = ir.IntType(32)
-        wide = ir.VectorType(word, VECTOR_WORDS)
-        out_array = context.make_array(sig.args[5])(context, builder, args[5])
-        n_cols = cgutils.unpack_tuple(builder, out_array.shape, 2)[1]
-        lengths = _splat(builder, k, wide)
-        one = ir.Constant(wide, [1] * VECTOR_WORDS)
-        if scaled:
-            single = ir.FloatType()
-            floats = ir.VectorType(single, VECTOR_WORDS)
-            rows_data, cols_data, bias_data = (
-                context.make_array(sig.args[n])(context, builder, args[n]).data
-                for n in (8, 9, 10))
-        for r, row_sums in enumerate(sums):
-            out_row = builder.gep(out_array.data, [builder.add(
-                builder.mul(builder.add(i_index, ir.Constant(word, r)), n_cols), j_index)])
-            if scaled:
-                row_factor = builder.load(builder.gep(rows_data, [
-                    builder.add(i_index, ir.Constant(word, r))]))
-                row_factors = _splat(builder, row_factor, floats)
-            for v, total in enumerate(row_sums):
-                dots = builder.sub(lengths, builder.shl(total, one))
-                target = builder.gep(out_row, [ir.Constant(word, v * VECTOR_WORDS)])
-                if not scaled:
-                    values = builder.trunc(dots, ir.VectorType(lane, VECTOR_WORDS))
-                    builder.store(values, builder.bitcast(target, values.type.as_pointer()),
-                                  align=4)
-                    continue
-                column = builder.add(j_index, ir.Constant(word, v * VECTOR_WORDS))
-                col_factors, offsets = (
-                    builder.load(builder.bitcast(builder.gep(data, [column]),
-                                                 floats.as_pointer()), align=4)
-                    for data in (cols_data, bias_data))
-                values = builder.fadd(builder.fmul(builder.fmul(
-                    builder.sitofp(dots, floats), row_factors), col_factors), offsets)
-                builder.store(values, builder.bitcast(target, floats.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return signature, codegen
 
 
 # ----------------------------------------------------------------------------- numba kernels
@@ -327,10 +149,10 @@ def _xnor_gemm_tiled(a, panels, length, panel_block, row_scale, col_scale, bias,
             for p in range(first_panel, last_panel):
                 j = p * TILE_COLS
                 if full_rows and j + TILE_COLS <= n:
-                    _tile_into(rows, row, panels, p, length, out, i, j, row_scale, col_scale,
+                    tile_into(rows, row, panels, p, length, out, i, j, row_scale, col_scale,
                                bias)
                 else:
-                    counts = _tile_popcounts(rows, row, panels, p)
+                    counts = tile_popcounts(rows, row, panels, p)
                     _store_tile(out, i, j, counts, length, row_scale, col_scale, bias)
 
 
@@ -373,7 +195,7 @@ def xnor_gemm_reference(a: PackedBits, b: PackedBits) -> torch.Tensor:
     """Plain numpy version of :func:`xnor_gemm` (int32 ``(M, N)``): one row of ``a`` at a
     time, XOR against every row of ``b``, popcount by a 256-entry table of bytes.
 
-    >>> from course.kernels.bitpack import pack_signs
+    >>> from course.kernels.binary.bitpack import pack_signs
     >>> xnor_gemm_reference(pack_signs(torch.tensor([[1, 1]])), pack_signs(torch.tensor([[1, -1]])))
     tensor([[0]], dtype=torch.int32)
     """
@@ -467,7 +289,7 @@ def xnor_gemm_words(a_words: np.ndarray, b_words: np.ndarray, length: int,
         _xnor_gemm_tiled(a_words, panel_layout(b_words), np.int64(length), np.int64(block),
                          *scales, out)
     elif backend == "tiled_avx2":
-        from course.kernels import xnor_gemm_avx2 as avx2
+        from course.kernels.binary import gemm_avx2 as avx2
 
         panel_bytes = avx2.TILE_COLS * WORD_DTYPE.itemsize * max(1, n_words)
         block = max(1, PANEL_BLOCK_BYTES // panel_bytes)
@@ -490,7 +312,7 @@ def xnor_gemm(a: PackedBits, b: PackedBits, *, row_scale: torch.Tensor | None = 
     ``backend``: ``None`` (:func:`default_backend`) or one of :data:`BACKENDS`. Different
     ``K`` is a ``ValueError``.
 
-    >>> from course.kernels.bitpack import pack_signs
+    >>> from course.kernels.binary.bitpack import pack_signs
     >>> x = pack_signs(torch.tensor([[1, -1]]))
     >>> xnor_gemm(x, x, row_scale=torch.tensor([0.5]), col_scale=torch.tensor([3.0]))
     tensor([[3.]])
@@ -540,7 +362,7 @@ class CompileReport:
 def _kernels() -> tuple:
     kernels = [_xnor_gemm_tiled, _xnor_gemm_naive]
     if "tiled_avx2" in _compiled_backends():
-        from course.kernels.xnor_gemm_avx2 import xnor_gemm_tiled_avx2
+        from course.kernels.binary.gemm_avx2 import xnor_gemm_tiled_avx2
 
         kernels.append(xnor_gemm_tiled_avx2)
     return tuple(kernels)
@@ -586,7 +408,7 @@ _COMPILE_REPORT: CompileReport | None = None
 
 def _tile_probe(a, panels):
     """One call of the tiled kernel's tile (not cached, so that its assembly can be read)."""
-    return _tile_popcounts(a, 0, panels, 0)
+    return tile_popcounts(a, 0, panels, 0)
 
 
 
@@ -605,9 +427,9 @@ def kernel_info() -> dict[str, object]:
     """
     backend = default_backend()
     if backend == "tiled_avx2":
-        from course.kernels.xnor_gemm_avx2 import TILE_COLS as cols
-        from course.kernels.xnor_gemm_avx2 import TILE_ROWS as rows
-        from course.kernels.xnor_gemm_avx2 import tile_probe
+        from course.kernels.binary.gemm_avx2 import TILE_COLS as cols
+        from course.kernels.binary.gemm_avx2 import TILE_ROWS as rows
+        from course.kernels.binary.gemm_avx2 import tile_probe
 
         probe = numba.njit(cache=False)(tile_probe)
     else:
