@@ -18,7 +18,7 @@ of PyTorch 2.x's CPU kernel in float64 with Python's ``math``, rounding once to 
   ``u1, u2``, ``r = sqrt(-2 log1p(-u2))``, ``theta = 2 pi u1``, value ``r cos(theta)``;
   ``r sin(theta)`` is kept by the generator and returned by the next such draw.
 
-``tests/test_lab06_cases.py`` checks the replay against ``torch.randn`` to a few float32
+``tests/labs/test_lab06_cases.py`` checks the replay against ``torch.randn`` to a few float32
 units in the last place, so a PyTorch that draws differently is noticed.
 """
 

@@ -1,7 +1,8 @@
 """The grader's parts one by one: sandbox and limits, the bounded executor, the library copy
 with answers withheld, submission intake, the grader's verdicts, the ledger.
 
-End-to-end class runs are in ``test_autograde.py``; attacks on them in ``test_adversarial.py``.
+End-to-end class runs are in ``commands/test_autograde.py``; attacks on them in
+``test_adversarial.py``.
 Tests that need bubblewrap are skipped where this machine cannot sandbox (the skip reason
 says why); everything else runs everywhere.
 """

@@ -20,7 +20,7 @@ from course.kernels.binary.gemm import xnor_gemm
 from course.methods import dorefa, xnor
 
 LAB = lab04.LAB
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORD = 64
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from test_jupyterlab import POLL_S, START_TIMEOUT_S, free_port, get, stop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ANNOUNCEMENTS = "@jupyterlab/apputils-extension:announcements"
 NOT_RECOGNIZED = "not recognized"
 

@@ -12,7 +12,7 @@ import shutil
 import nbformat
 import pytest
 from conftest import notebook_errors
-from test_autograde import break_function, gradebook_grades, submit
+from tests.autograder.classroom import break_function, gradebook_grades, submit
 
 from autograder.session import REPO_ROOT, CourseLayout
 

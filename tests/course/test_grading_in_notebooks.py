@@ -21,7 +21,7 @@ import pytest
 
 from course.grading import Mismatch, dumps
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAB = "student_failures_lab"
 CASES = {"double": [{"call": "double(3)", "label": "a small int", "kind": "float", "args": [3],
                      "kwargs": {}, "expected": 6.0}]}

@@ -11,7 +11,7 @@ import shutil
 import nbformat
 import pytest
 from conftest import notebook_errors
-from test_autograde import break_function, gradebook_grades, submit
+from tests.autograder.classroom import break_function, gradebook_grades, submit
 
 from autograder.cases import lab00_why_quantize as lab00
 from autograder.session import REPO_ROOT, CourseLayout

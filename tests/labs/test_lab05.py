@@ -13,7 +13,7 @@ import shutil
 import nbformat
 import pytest
 from conftest import notebook_errors
-from test_autograde import BLANK, SOLVED, WRONG, break_function, gradebook_grades, submit
+from tests.autograder.classroom import BLANK, SOLVED, WRONG, break_function, gradebook_grades, submit
 
 from autograder.session import REPO_ROOT, CourseLayout
 from course.claims import claim_rows

@@ -19,7 +19,7 @@ from course import landscape, quant
 from course.grading import Mismatch, check, load_cases
 
 LAB = lab06.LAB
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- wrappers, as the test cells

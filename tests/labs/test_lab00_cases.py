@@ -17,7 +17,7 @@ from course import cost, formats
 from course.grading import Mismatch, check, dumps, load_cases, loads
 
 LAB = lab00.LAB
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = {"format_summary": formats.format_summary, "count_macs": cost.count_macs,
            "storage_bytes": cost.storage_bytes, "energy_pj": cost.energy_pj}
 
