@@ -59,7 +59,6 @@ import numpy as np
 import torch
 
 from course.kernels.conv.direct import (
-    FLOAT32_EXACT_K,
     NO_POOL,
     direct_plan,
     run_direct_plan,
@@ -70,11 +69,9 @@ from course.kernels.conv.im2col import (
     output_size,
 )
 from course.kernels.conv.onednn import (
-    ONEDNN_EXACT_K,
     OneDnnConv,
-    onednn_available,
-    onednn_exact,
 )
+from course.kernels.conv.paths import DIRECT_MAX_K, choose_path
 from course.kernels.conv.pool import pool_requantize
 from course.kernels.int8_activation import max_pool2d_int8_reference
 from course.kernels.int8_gemm import MAX_K, avx2_gemm, gemm_backend, int8_gemm, pack_int8
@@ -83,14 +80,6 @@ from course.kernels.requantize import (
     requantize_reference,
 )
 from course.quant.checks import check_int8, check_pad_value, pair
-
-PATHS = ("direct", "onednn", "gemm")
-"""Names accepted by ``Conv2dRequantize(..., path=...)``; ``None`` picks one."""
-
-DIRECT_MAX_K = 32
-"""Longest reduction for which ``path=None`` picks ``"direct"`` (stride 1 only): a 3x3
-kernel on 1 or 3 input channels (K = 9, 27). Wider layers go to the int8 dot-product
-instructions of oneDNN or the GEMM, which do 4x the work of a float32 multiply-add."""
 
 GEMM_CHUNK_BYTES = 2**20
 """GEMM path: a chunk's im2col rows plus int32 accumulators fill about this many bytes,
@@ -192,11 +181,9 @@ class Conv2dRequantize:
         pool: max pooling after the ReLU: ``None``; an int ``k`` (``k x k`` window, stride
             ``k``); or ``(kernel_size, stride)``, each an int or an ``(h, w)`` pair. No
             padding, floor mode (``nn.MaxPool2d(kernel_size, stride)``).
-        path: one of :data:`PATHS` or ``None``: ``"direct"`` for stride 1 and
-            ``K <= DIRECT_MAX_K``, else ``"onednn"`` if ``K <= ONEDNN_EXACT_K`` and
-            :func:`course.kernels.conv.onednn.onednn_exact` (checked once per
-            process), else ``"gemm"``. ``"direct"`` needs stride 1 and
-            ``K <= FLOAT32_EXACT_K``; ``"onednn"`` needs the ops and ``K <= ONEDNN_EXACT_K``.
+        path: one of ``"direct"``, ``"onednn"``, ``"gemm"``, or ``None`` for the default;
+            :func:`course.kernels.conv.paths.choose_path` decides and says what a path
+            needs when the layer cannot take it.
 
     Calling it on int8 ``x [B, H, W, C_in]`` returns int8 ``[B, H', W', C_out]``, equal to
     :func:`conv2d_requantize_int8_reference`. The ``"onednn"`` path is verified on each new
@@ -228,20 +215,7 @@ class Conv2dRequantize:
         self.pool = _check_pool(pool)
         self.fallback: str | None = None
         self._requested_path = path
-        direct_ok = self.stride == (1, 1) and k <= FLOAT32_EXACT_K
-        onednn_ok = onednn_available() and k <= ONEDNN_EXACT_K
-        if path is None:
-            path = ("direct" if direct_ok and k <= DIRECT_MAX_K
-                    else "onednn" if onednn_ok and onednn_exact() else "gemm")
-        if path not in PATHS:
-            raise ValueError(f"path must be None or one of {', '.join(PATHS)}, got {path!r}")
-        if path == "direct" and not direct_ok:
-            raise ValueError(f"path 'direct' needs stride 1 and kh * kw * C_in <= "
-                             f"{FLOAT32_EXACT_K}, got stride {self.stride} and K = {k}")
-        if path == "onednn" and not onednn_ok:
-            raise ValueError(f"path 'onednn' needs torch.ops.onednn (available: "
-                             f"{onednn_available()}) and kh * kw * C_in <= {ONEDNN_EXACT_K}, "
-                             f"got K = {k}")
+        path = choose_path(k, self.stride, path)
         self.path = path
         self._lo = np.int64(params.qmin - params.zero_point)
         self._hi = np.int64(params.qmax - params.zero_point)

@@ -26,7 +26,6 @@ from course.kernels.conv.direct import (
     run_direct_plan,
 )
 from course.kernels.conv.fused import (
-    DIRECT_MAX_K,
     Conv2dRequantize,
     conv2d_requantize_int8,
     conv2d_requantize_int8_reference,
@@ -41,6 +40,7 @@ from course.kernels.conv.onednn import (
     onednn_exact,
     to_uint8_codes,
 )
+from course.kernels.conv.paths import DIRECT_MAX_K, choose_path
 
 PATHS = ["direct", "gemm"] + (["onednn"] if onednn_exact() else [])
 """oneDNN's path only where it is trusted here (int8 dot-product instructions, exact on the
@@ -353,3 +353,22 @@ def test_params_must_match_the_output_channels():
             Conv2dRequantize(torch.zeros(1, 3, 3, 64, dtype=torch.int8),
                              prepare_requantize(1, 2**30, 31, 0), path="onednn")
     assert "direct" in fused.FUSED_CONV_PATH and "onednn" in fused.FUSED_CONV_PATH
+
+
+@pytest.mark.parametrize(("k", "stride", "path", "match"), [
+    (9, (2, 2), "direct", "path 'direct' needs stride 1"),
+    (2048, (1, 1), "direct", "got stride \\(1, 1\\) and K = 2048"),
+    (1024, (1, 1), "onednn", "path 'onednn' needs torch.ops.onednn"),
+    (9, (1, 1), "winograd", "path must be None or one of direct, onednn, gemm"),
+])
+def test_a_path_the_layer_cannot_take_says_what_it_needs(k, stride, path, match):
+    with pytest.raises(ValueError, match=match):
+        choose_path(k, stride, path)
+
+
+def test_the_layer_takes_the_path_choose_path_gives():
+    params16 = _params(16, 9, 19)
+    for stride in ((1, 1), (2, 2)):
+        layer = Conv2dRequantize(_weights((16, 3, 3, 1), 21), params16, stride=stride)
+        assert layer.path == choose_path(9, stride) in PATHS + ["onednn"]
+    assert choose_path(9, (1, 1), "gemm") == "gemm"  # always possible
