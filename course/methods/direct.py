@@ -10,6 +10,7 @@ from torch import nn
 
 from course.quant.affine import fake_quantize, fake_quantize_per_channel
 from course.quant.checks import check_bits
+from course.quant.granularity import Granularity, PerChannel, PerTensor, granularity
 
 QUANTIZED_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 """Layer types whose weights direct quantization replaces."""
@@ -45,16 +46,20 @@ def map_weights(
     return quantized
 
 
-def direct_quantize(model: nn.Module, num_bits: int, per_channel: bool = False) -> nn.Module:
+def direct_quantize(model: nn.Module, num_bits: int,
+                    per_channel: bool | Granularity = False) -> nn.Module:
     """Copy of ``model`` with every Linear and Conv2d weight symmetrically fake-quantized.
 
-    Per tensor, or per output channel (axis 0) when ``per_channel``. ``num_bits >= 2``; for
+    Per tensor, or per output channel (axis 0) when ``per_channel`` is true; a
+    :class:`~course.quant.granularity.PerChannel` names another axis. ``num_bits >= 2``; for
     1 bit use ``map_weights(model, course.quant.binarize)``.
     """
     bits = check_bits(num_bits, minimum=1)
     if bits < 2:
         raise ValueError("num_bits must be at least 2 for symmetric quantization; for 1 bit use "
                          "map_weights(model, course.quant.binarize)")
-    if per_channel:
-        return map_weights(model, lambda w: fake_quantize_per_channel(w, bits, axis=0))
+    kind = (per_channel if isinstance(per_channel, PerTensor | PerChannel)
+            else granularity(bool(per_channel)))
+    if isinstance(kind, PerChannel):
+        return map_weights(model, lambda w: fake_quantize_per_channel(w, bits, axis=kind))
     return map_weights(model, lambda w: fake_quantize(w, bits, symmetric=True))

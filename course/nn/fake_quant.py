@@ -39,6 +39,7 @@ from course.observe.calibration import ObserverFactory, make_observer_factory
 from course.observe.observers import Observer
 from course.quant.affine import per_channel_scale, qrange
 from course.quant.checks import check_bits, check_float_tensor
+from course.quant.granularity import Granularity, PerChannel, PerTensor
 from course.quant.ste import FakeQuantizeSTE
 
 MIN_BITS = 2
@@ -73,9 +74,10 @@ class FakeQuantize(nn.Module):
         num_bits: bit width, 2 to 16.
         symmetric: restricted signed range, zero point 0 (required per channel); else the
             unsigned range ``[0, 2**b - 1]`` with a zero point.
-        axis: ``None`` for one scale per tensor, or the channel axis for one scale per
-            slice (symmetric only; the input must then have the same channel count every
-            call).
+        axis: ``None`` (or :class:`~course.quant.granularity.PerTensor`) for one scale per
+            tensor, or the channel axis (an int or a
+            :class:`~course.quant.granularity.PerChannel`) for one scale per slice
+            (symmetric only; the input must then have the same channel count every call).
         observer: per tensor only — a ``course.methods.ptq`` observer class, a factory returning
             one, or a name (``"moving_average"`` by default, ``"minmax"``, ...).
 
@@ -88,11 +90,14 @@ class FakeQuantize(nn.Module):
     zero_point: torch.Tensor
     batches: torch.Tensor
 
-    def __init__(self, num_bits: int = 8, symmetric: bool = False, axis: int | None = None,
+    def __init__(self, num_bits: int = 8, symmetric: bool = False,
+                 axis: int | Granularity | None = None,
                  observer: ObserverFactory | None = None) -> None:
         super().__init__()
         self.num_bits = check_fake_quant_bits(num_bits)
         self.symmetric = _check_flag(symmetric, "symmetric")
+        if isinstance(axis, PerTensor | PerChannel):
+            axis = axis.axis if isinstance(axis, PerChannel) else None
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
             raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
         if axis is not None and not symmetric:
@@ -226,8 +231,13 @@ class FakeQuantize(nn.Module):
                 setattr(self, name, torch.empty_like(saved))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    @property
+    def granularity(self) -> Granularity:
+        """``PerTensor()`` or ``PerChannel(axis)``."""
+        return PerTensor() if self.axis is None else PerChannel(self.axis)
+
     def extra_repr(self) -> str:
-        kind = "per-tensor" if self.axis is None else f"per-channel(axis={self.axis})"
+        kind = str(self.granularity)
         sym = "symmetric" if self.symmetric else "asymmetric"
         observer = type(self.observer).__name__ if self.observer is not None else "absmax"
         return (f"num_bits={self.num_bits}, {kind}, {sym}, qrange=({self.qmin}, {self.qmax}), "

@@ -9,6 +9,7 @@ Imports nothing else of the course (checked by ``tests/test_import_layers.py``).
 * :mod:`course.quant.dorefa` — DoReFa-Net's k-bit weight, activation and gradient quantizers.
 * :mod:`course.quant.ste` — every straight-through estimator (fake quantization, sign,
   DoReFa's rounding).
+* :mod:`course.quant.granularity` — per tensor or per channel(axis), as a type.
 * :mod:`course.quant.checks` — the input checks shared across the library.
 
 Modules (``FakeQuantize``, quantized layers) are in :mod:`course.nn`, model transforms
@@ -29,11 +30,15 @@ from course.quant.affine import (
     symmetric_scale,
 )
 from course.quant.binary import binarize, binary_scale, sign
+from course.quant.granularity import Granularity, PerChannel, PerTensor, granularity
 from course.quant.ste import FakeQuantizeSTE, clipping_range, fake_quantize_ste, sign_ste
 
 __all__ = [
     "EPS",
     "FakeQuantizeSTE",
+    "Granularity",
+    "PerChannel",
+    "PerTensor",
     "affine_qparams",
     "binarize",
     "binary_scale",
@@ -42,6 +47,7 @@ __all__ = [
     "dequantize",
     "fake_quantize",
     "fake_quantize_per_channel",
+    "granularity",
     "fake_quantize_ste",
     "per_channel_scale",
     "qrange",

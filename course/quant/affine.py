@@ -23,6 +23,7 @@ from course.quant.checks import (
     check_qrange,
     check_real,
 )
+from course.quant.granularity import PerChannel
 
 EPS = float(torch.finfo(torch.float32).eps)
 """Smallest scale ever returned: float32 machine epsilon, 2**-23."""
@@ -183,31 +184,26 @@ def fake_quantize(x: torch.Tensor, num_bits: int, symmetric: bool = False) -> to
     return dequantize(quantize(x, scale, zero_point, qmin, qmax), scale, zero_point)
 
 
-def per_channel_scale(w: torch.Tensor, num_bits: int, axis: int = 0) -> torch.Tensor:
+def per_channel_scale(w: torch.Tensor, num_bits: int, axis: int | PerChannel = 0) -> torch.Tensor:
     """Symmetric scales, one per slice of ``w`` along ``axis``, shaped to broadcast to ``w``.
 
     ``scale[c] = max(max|w[c]| / (2**(b-1) - 1), EPS)``, float32, with size 1 on every
-    axis but ``axis``.
+    axis but ``axis`` (an int or a :class:`~course.quant.granularity.PerChannel`).
     """
     w = check_float_tensor(w, "w")
     bits = check_bits(num_bits, minimum=2)
-    if w.dim() == 0:
-        raise ValueError("w must have at least one dimension for per-channel quantization")
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
-    if not -w.dim() <= axis < w.dim():
-        raise ValueError(f"axis must be in [{-w.dim()}, {w.dim() - 1}] for w of shape "
-                         f"{tuple(w.shape)}, got {axis}")
-    axis %= w.dim()
+    per_channel = axis if isinstance(axis, PerChannel) else PerChannel(axis)
+    per_channel.resolve(w, "w")
     _check_finite(w, "w")
-    reduce = [d for d in range(w.dim()) if d != axis]
+    reduce = list(per_channel.reduce_dims(w))
     absmax = w.detach().abs().to(torch.float32)
     if reduce:
         absmax = absmax.amax(dim=reduce, keepdim=True)
     return torch.clamp(absmax / (2 ** (bits - 1) - 1), min=EPS)
 
 
-def fake_quantize_per_channel(w: torch.Tensor, num_bits: int, axis: int = 0) -> torch.Tensor:
+def fake_quantize_per_channel(w: torch.Tensor, num_bits: int,
+                              axis: int | PerChannel = 0) -> torch.Tensor:
     """Symmetric fake quantization with one scale per slice of ``w`` along ``axis``.
 
     Used for weights: ``axis=0`` is the output channel of Linear ``[out, in]`` and Conv2d

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from course.quant.checks import check_float_tensor
+from course.quant.granularity import Granularity, PerChannel, granularity
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
@@ -21,13 +22,16 @@ def sign(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
 
-def binary_scale(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
-    """``alpha = mean|w|``: per output channel (axis 0, shaped to broadcast) or per tensor."""
+def binary_scale(w: torch.Tensor, per_channel: bool | Granularity = True) -> torch.Tensor:
+    """``alpha = mean|w|``: per output channel (``True``: axis 0, or any
+    :class:`~course.quant.granularity.PerChannel`; shaped to broadcast) or per tensor
+    (``False``, :class:`~course.quant.granularity.PerTensor`). A 1-D ``w`` has one scale."""
     w = check_float_tensor(w, "w")
     if w.numel() == 0:
         raise ValueError("w must not be empty")
-    if per_channel and w.dim() > 1:
-        return w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+    kind = granularity(per_channel)
+    if isinstance(kind, PerChannel) and w.dim() > 1:
+        return w.detach().abs().mean(dim=kind.reduce_dims(w), keepdim=True)
     return w.detach().abs().mean()
 
 
