@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from course.quant.checks import check_int, check_module
+
 MAC_LAYERS = (nn.Linear, nn.Conv2d)
 """Layers whose multiply-accumulates :func:`count_macs` counts (subclasses included) and
 whose weights :func:`storage_bytes` stores at ``bits_per_weight``."""
@@ -62,20 +64,6 @@ both weights and connections for efficient neural networks", NeurIPS 2015, Fig. 
 Horowitz 2014). A 32-bit SRAM access costs 5 pJ, an fp32 multiply 3.7 pJ."""
 
 
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be non-negative, got {value}")
-    return value
-
-
 def _layer_macs(layer: nn.Module, output: torch.Tensor) -> int:
     """MACs of one call of ``layer`` that produced ``output``.
 
@@ -105,7 +93,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     >>> count_macs(nn.Conv2d(3, 8, 3, padding=1), (1, 3, 4, 4))   # 16 positions x 8 x 27
     3456
     """
-    _check_model(model)
+    check_module(model)
     if not isinstance(input_shape, (tuple, list, torch.Size)) or not input_shape:
         raise TypeError(f"input_shape must be a non-empty tuple of ints, got {input_shape!r}")
     for size in input_shape:
@@ -145,7 +133,7 @@ def storage_bytes(model: nn.Module, bits_per_weight: int = 32) -> int:
     >>> storage_bytes(nn.Conv2d(1, 1, 3, bias=False), bits_per_weight=1)   # 9 bits: 2 bytes
     2
     """
-    _check_model(model)
+    check_module(model)
     if isinstance(bits_per_weight, bool) or not isinstance(bits_per_weight, int):
         raise TypeError(f"bits_per_weight must be an int, got {type(bits_per_weight).__name__}")
     if bits_per_weight < 1:
@@ -175,8 +163,8 @@ def energy_pj(macs: int, bytes_moved: int, fmt: str) -> float:
     >>> energy_pj(1, 0, "fp32"), energy_pj(0, 5, "fp32")
     (4.6000000000000005, 1280.0)
     """
-    macs = _check_count(macs, "macs")
-    bytes_moved = _check_count(bytes_moved, "bytes_moved")
+    macs = check_int(macs, "macs", 0)
+    bytes_moved = check_int(bytes_moved, "bytes_moved", 0)
     if fmt not in ENERGY_PJ:
         raise ValueError(f"fmt must be one of {', '.join(ENERGY_PJ)}, got {fmt!r}")
     op = ENERGY_PJ[fmt]

@@ -58,6 +58,7 @@ from course.download import (
     _md5_file,
 )
 from course.idx import IdxFormatError, parse_idx, read_idx
+from course.quant.checks import check_int
 
 __all__ = [
     # datasets by name
@@ -246,16 +247,8 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _check_count(value: object, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_seed(seed: object) -> int:
-    seed = _check_count(seed, "seed")
+    seed = check_int(seed, "seed", 0)
     if seed > _SEED_MAX:
         raise ValueError(f"seed must be at most 2**64 - 1, got {seed}")
     return seed
@@ -459,8 +452,8 @@ def split_indices(labels: torch.Tensor, n_calibration: int = 500, n_test: int = 
     """
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
         raise TypeError(f"labels must be a 1-D torch.int64 tensor, got {_describe(labels)}")
-    n_cal = _check_count(n_calibration, "n_calibration")
-    n_te = _check_count(n_test, "n_test")
+    n_cal = check_int(n_calibration, "n_calibration", 0)
+    n_te = check_int(n_test, "n_test", 0)
     seed = _check_seed(seed)
     total = int(labels.numel())
     if n_cal + n_te > total - 1:
@@ -570,7 +563,7 @@ def make_loaders(splits: Splits, batch_size: int = 128, seed: int = 0) -> Loader
     """
     if not isinstance(splits, Splits):
         raise TypeError(f"splits must be a course.data.Splits, got {type(splits).__name__}")
-    batch_size = _check_count(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     seed = _check_seed(seed)
     return Loaders(train=_loader(splits.train, batch_size, True, seed),
                    calibration=_loader(splits.calibration, batch_size, False, seed),

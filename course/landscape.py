@@ -44,6 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from course.quant import fake_quantize_per_channel
+from course.quant.checks import check_int, check_module
 
 Direction = dict[str, torch.Tensor]
 """One tensor per ``named_parameters()`` entry, same shape (see the module doc)."""
@@ -54,12 +55,6 @@ QUANTIZED_LAYERS = (nn.Linear, nn.Conv2d)
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def _check_generator(generator: Any) -> torch.Generator:
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -75,15 +70,9 @@ def _check_number(value: Any, name: str) -> float:
     return value
 
 
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
-def _check_alphas(alphas: Any, name: str = "alphas") -> list[float]:
+def check_alphas(alphas: Any, name: str = "alphas") -> list[float]:
+    """``alphas`` (a sequence, tensor or array of finite numbers) as a list of floats;
+    ``TypeError`` or ``ValueError`` naming ``name``."""
     if isinstance(alphas, (torch.Tensor, np.ndarray)):
         alphas = alphas.tolist()
     if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence):
@@ -129,7 +118,7 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
     of zeros gets zeros. Returns float tensors of each parameter's shape, dtype and device;
     the model is not modified.
     """
-    model = _check_model(model)
+    model = check_module(model)
     generator = _check_generator(generator)
     out: Direction = {}
     for key, p in model.named_parameters():
@@ -154,8 +143,8 @@ def quantization_direction(model: nn.Module, num_bits: int) -> Direction:
     ``perturbed(model, d, 1.0)`` is then the directly quantized model. Fewer than 2 bits is a
     ``ValueError`` (a restricted symmetric grid needs 2). The model is not modified.
     """
-    model = _check_model(model)
-    _check_count(num_bits, "num_bits", 2)
+    model = check_module(model)
+    check_int(num_bits, "num_bits", 2)
     weights = {id(m.weight) for m in model.modules()
                if isinstance(m, QUANTIZED_LAYERS) and isinstance(m.weight, torch.Tensor)}
     out: Direction = {}
@@ -172,7 +161,7 @@ def combine(directions: Mapping[str, Direction] | Sequence[Direction],
             weights: Sequence[float]) -> Direction:
     """``sum_k weights[k] * directions[k]``, key by key (the directions must share keys)."""
     items = list(directions.values()) if isinstance(directions, Mapping) else list(directions)
-    weights = _check_alphas(weights, "weights")
+    weights = check_alphas(weights, "weights")
     if len(items) != len(weights) or not items:
         raise ValueError(f"weights must give one number per direction: {len(items)} "
                          f"directions, {len(weights)} weights")
@@ -197,7 +186,7 @@ def perturbed(model: nn.Module, direction: Mapping[str, torch.Tensor], alpha: fl
     modified. ``KeyError`` names a parameter whose direction is missing, ``ValueError`` one
     whose direction has the wrong shape.
     """
-    model = _check_model(model)
+    model = check_module(model)
     direction = check_direction(model, direction)
     alpha = _check_number(alpha, "alpha")
     out = copy.deepcopy(model)
@@ -223,7 +212,7 @@ def loss_and_accuracy(model: nn.Module, loader: Any) -> tuple[float, float]:
     The sum of the per-sample losses divided by the number of samples (not a mean of batch
     means), in eval mode without gradients; the model's train/eval mode is restored.
     """
-    model = _check_model(model)
+    model = check_module(model)
     was_training = model.training
     total, correct, seen = 0.0, 0, 0
     try:
@@ -249,9 +238,9 @@ def loss_curve(model: nn.Module, direction: Mapping[str, torch.Tensor], alphas: 
     Evaluated on one copy of the model, in eval mode, without gradients; the input model is
     not modified. Errors as :func:`perturbed`.
     """
-    model = _check_model(model)
+    model = check_module(model)
     direction = check_direction(model, direction)
-    alphas = _check_alphas(alphas)
+    alphas = check_alphas(alphas)
     work = copy.deepcopy(model)
     base = {k: p.detach().clone() for k, p in model.named_parameters()}
     losses = []
@@ -268,12 +257,12 @@ def loss_surface(model: nn.Module, directions: tuple[Mapping[str, torch.Tensor],
     ``[len(betas), len(alphas)]`` (row ``j`` is ``betas[j]``, as matplotlib's
     ``contour(alphas, betas, surface)`` expects). One :func:`loss_curve` along ``d1`` per
     ``b``, from ``perturbed(model, d2, b)``."""
-    model = _check_model(model)
+    model = check_module(model)
     if not isinstance(directions, (tuple, list)) or len(directions) != 2:
         raise TypeError("directions must be a pair (d1, d2) of directions")
     d1 = check_direction(model, directions[0], "directions[0]")
     d2 = check_direction(model, directions[1], "directions[1]")
-    alphas, betas = _check_alphas(alphas), _check_alphas(betas, "betas")
+    alphas, betas = check_alphas(alphas), check_alphas(betas, "betas")
     rows = [loss_curve(perturbed(model, d2, b), d1, alphas, loader) for b in betas]
     return np.asarray(rows, dtype=np.float64)
 
@@ -326,11 +315,11 @@ def top_hessian_eigenvalue(model: nn.Module, batch: tuple[torch.Tensor, torch.Te
     estimate as a Python float (0.0 if ``Hv`` vanishes). Works on a copy: the input model,
     its mode included, is not modified.
     """
-    model = _check_model(model)
+    model = check_module(model)
     if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not all(
             isinstance(t, torch.Tensor) for t in batch):
         raise TypeError("batch must be a pair (x, y) of tensors")
-    iters = _check_count(iters, "iters", 1)
+    iters = check_int(iters, "iters", 1)
     generator = _check_generator(generator)
     net = copy.deepcopy(model).eval()
     params = [p.requires_grad_(True) for _, p in net.named_parameters()]

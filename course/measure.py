@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from course.quant.checks import check_int
+
 BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 """Units of ``format_bytes``: powers of 1024."""
 
@@ -233,7 +235,7 @@ def accuracy_interval(accuracy: float, n: int, z: float = Z_95) -> tuple[float, 
     if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) \
             or not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
-    n = _check_count(n, "n", 1)
+    n = check_int(n, "n", 1)
     if not isinstance(z, (int, float)) or not z > 0:
         raise ValueError(f"z must be a positive number, got {z!r}")
     z2 = z * z
@@ -279,14 +281,6 @@ def _time_unit(seconds: float) -> tuple[float, str]:
     return 1e6, "us"
 
 
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
 def _synchronize() -> None:
     """Wait for queued CUDA work, so that a timer measures the work and not its launch."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -307,8 +301,8 @@ def latency(fn: Callable[..., Any], *args: Any, warmup: int = 3, repeats: int = 
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    warmup = _check_count(warmup, "warmup", 0)
-    repeats = _check_count(repeats, "repeats", 1)
+    warmup = check_int(warmup, "warmup", 0)
+    repeats = check_int(repeats, "repeats", 1)
     for _ in range(warmup):
         fn(*args, **kwargs)
     _synchronize()

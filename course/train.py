@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course.models import build_model, canonical_name
+from course.quant.checks import check_int, check_module
 
 CACHE_ENV = "COURSE_CACHE_DIR"
 """Environment variable: when set, checkpoints live in ``$COURSE_CACHE_DIR/checkpoints``."""
@@ -89,16 +90,6 @@ class History:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and at most {maximum}"
-        raise ValueError(f"{name} must be at least {minimum}{upper}, got {value}")
-    return value
-
-
 def _check_float(value: Any, name: str, positive: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -107,12 +98,6 @@ def _check_float(value: Any, name: str, positive: bool) -> float:
         kind = "positive" if positive else "non-negative"
         raise ValueError(f"{name} must be a finite {kind} number, got {value}")
     return value
-
-
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
 
 
 def _check_loader(loader: Any) -> Iterable[Any]:
@@ -143,7 +128,7 @@ def set_seed(seed: int) -> None:
     >>> set_seed(0); a = torch.rand(2); set_seed(0); torch.equal(a, torch.rand(2))
     True
     """
-    seed = _check_int(seed, "seed", 0, MAX_SEED)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -201,12 +186,12 @@ def train_model(model: nn.Module, loader: Iterable[Any], epochs: int, lr: float 
     >>> h.epochs, len(h.accuracies)
     (2, 2)
     """
-    model = _check_model(model)
+    model = check_module(model)
     loader = _check_loader(loader)
-    epochs = _check_int(epochs, "epochs", 1)
+    epochs = check_int(epochs, "epochs", 1)
     lr = _check_float(lr, "lr", positive=True)
     weight_decay = _check_float(weight_decay, "weight_decay", positive=False)
-    seed = _check_int(seed, "seed", 0, MAX_SEED)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
     dev = pick_device(device)
 
     set_seed(seed)
@@ -260,7 +245,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any],
     >>> evaluate(net, DataLoader(data))
     1.0
     """
-    model = _check_model(model)
+    model = check_module(model)
     loader = _check_loader(loader)
     home = _model_device(model)
     dev = home if device is None else pick_device(device)
@@ -323,8 +308,8 @@ def checkpoint_path(name: str, epochs: int, seed: int) -> Path:
     architecture and training recipe, e.g. ``mlp-e10-s0-torch2.13.0+cpu-1a2b3c4d5e.pt``.
     """
     key = _model_key(name)
-    epochs = _check_int(epochs, "epochs", 1)
-    seed = _check_int(seed, "seed", 0, MAX_SEED)
+    epochs = check_int(epochs, "epochs", 1)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
     recipe = RECIPES[key]
     with torch.random.fork_rng(devices=[]):  # building the model must not move the RNG
         model = build_model(key)
@@ -391,8 +376,8 @@ def trained_model(name: str, epochs: int | None = None, seed: int = 0, cache: bo
     """
     key = _model_key(name)
     recipe = RECIPES[key]
-    epochs = recipe.epochs if epochs is None else _check_int(epochs, "epochs", 1)
-    seed = _check_int(seed, "seed", 0, MAX_SEED)
+    epochs = recipe.epochs if epochs is None else check_int(epochs, "epochs", 1)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
 

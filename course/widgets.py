@@ -34,6 +34,7 @@ from torch import nn
 
 from course import landscape, plots
 from course.grading import grading
+from course.quant.checks import check_int, check_module
 
 STATIC_ENV = "COURSE_STATIC_WIDGETS"
 """Set (to anything) to make every explorer static."""
@@ -210,14 +211,14 @@ def landscape_explorer(model: nn.Module, loader: Any, bits: Sequence[int] = DEFA
     ``interactive``: None chooses with :func:`widgets_available`, True needs ipywidgets.
     The model is not modified.
     """
-    landscape._check_model(model)
+    check_module(model)
     if isinstance(bits, (str, bytes)) or not isinstance(bits, Sequence) or not bits:
         raise TypeError("bits must be a non-empty sequence of ints")
     for b in bits:
-        landscape._check_count(b, "bits", 2)
-    alphas = landscape._check_alphas(alphas)
-    landscape._check_count(random_directions, "random_directions", 0)
-    landscape._check_count(seed, "seed", 0)
+        check_int(b, "bits", 2)
+    alphas = landscape.check_alphas(alphas)
+    check_int(random_directions, "random_directions", 0)
+    check_int(seed, "seed", 0)
     if interactive is None:
         interactive = widgets_available()
     elif not isinstance(interactive, bool):

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from course.kernels.numba_types import U64 as _U
+from course.quant.checks import check_int
 
 MULTIPLIER_BITS = 31
 """A fixed-point multiplier is an integer in [2**30, 2**31): 31 significant bits."""
@@ -126,12 +127,6 @@ def _channel_param(value: object, name: str, channels: int, lo: int, hi: int) ->
     return t
 
 
-def _check_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return int(value)
-
-
 @dataclass(frozen=True, eq=False)
 class RequantParams:
     """Checked requantization parameters for ``channels`` output channels, ready for reuse.
@@ -161,13 +156,13 @@ def prepare_requantize(channels: int, multiplier: int | torch.Tensor, shift: int
     >>> p.multiplier.tolist(), p.shift.tolist(), p.qmin
     ([1073741824, 1073741824], [31, 31], 0)
     """
-    channels = _check_int(channels, "channels")
+    channels = check_int(channels, "channels")
     if channels < 1:
         raise ValueError(f"channels must be at least 1, got {channels}")
-    qmin, qmax = _check_int(qmin, "qmin"), _check_int(qmax, "qmax")
+    qmin, qmax = check_int(qmin, "qmin"), check_int(qmax, "qmax")
     if not INT8_MIN <= qmin < qmax <= INT8_MAX:
         raise ValueError(f"need -128 <= qmin < qmax <= 127, got qmin={qmin}, qmax={qmax}")
-    zp = _check_int(zero_point, "zero_point")
+    zp = check_int(zero_point, "zero_point")
     if not qmin <= zp <= qmax:
         raise ValueError(f"zero_point must lie in [qmin, qmax] = [{qmin}, {qmax}], got {zp}")
     m = _channel_param(multiplier, "multiplier", channels, MULTIPLIER_MIN, MULTIPLIER_MAX)

@@ -27,6 +27,31 @@ def check_bits(num_bits: object, name: str = "num_bits", minimum: int = 1) -> in
     return bits
 
 
+def check_int(value: object, name: str, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    """``value`` as an int (a Python or numpy integer, not a bool), within ``[minimum,
+    maximum]`` where given: ``TypeError`` or ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    low = minimum is not None and value < minimum
+    if low or (maximum is not None and value > maximum):
+        what = "" if minimum is None else f"at least {minimum}"
+        if minimum == 0:
+            what += " (non-negative)"
+        if maximum is not None:
+            what += (" and " if what else "") + f"at most {maximum}"
+        raise ValueError(f"{name} must be {what}, got {value}")
+    return value
+
+
+def check_module(value: object, name: str = "model") -> nn.Module:
+    """``value`` itself when it is a ``torch.nn.Module``; ``TypeError`` naming ``name``."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
 def check_real(value: object, name: str) -> float:
     """Return a finite Python float from a number or a one-element tensor/array."""
     if isinstance(value, bool):
