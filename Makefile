@@ -19,6 +19,9 @@ REGRADE     ?=
 NB          ?=
 PORT        ?= 8888
 PYTEST_ARGS ?=
+# pytest worker processes (pytest-xdist, one test file per worker at a time, so a file's
+# module fixtures run once); 0 runs the suite in this process.
+TEST_JOBS   ?= 2
 
 .PHONY: setup lab test test-fast release references autograde check bench results lint strip clean
 
@@ -40,11 +43,11 @@ lab: $(STAMP)
 
 # Everything, the `slow` tests included (notebooks executed, classes graded): CI runs this.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The library and grading unit tests only: no notebook executed, no class graded.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 release: references
 	$(BIN)/python -m autograder release
