@@ -16,6 +16,7 @@ SUBMISSIONS ?=
 OUT         ?= autograder/work/out
 JOBS        ?=
 REGRADE     ?=
+SCHEDULER   ?=
 NB          ?=
 PORT        ?= 8888
 PYTEST_ARGS ?=
@@ -50,8 +51,8 @@ references: $(STAMP)
 	$(BIN)/python -m autograder references
 
 autograde: $(STAMP)
-	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>] [JOBS=<n>] [REGRADE=1]"; exit 2; }
-	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)" $(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade)
+	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>] [JOBS=<n>] [REGRADE=1] [SCHEDULER=tcp://host:port]"; exit 2; }
+	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)" $(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
 
 check: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make check NB=<path/to/notebook.ipynb>"; exit 2; }

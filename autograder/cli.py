@@ -3,7 +3,7 @@
     release [LAB ...]                                  make release
     references [--check]                               make references
     autograde --lab L --submissions DIR [--out OUT] [--jobs N] [--regrade]
-                                                       make autograde
+              [--scheduler tcp://HOST:PORT]            make autograde
     check NB [--lab L]                                 make check
     raw-results [--labs DIR] [--out FILE]              the labs' results*.json as one table
 
@@ -66,7 +66,7 @@ def _autograde(args: argparse.Namespace) -> int:
     from autograder.commands.autograde import autograde
 
     report = autograde(args.lab, args.submissions, args.out, _layout(args), jobs=args.jobs,
-                       regrade=args.regrade)
+                       regrade=args.regrade, scheduler=args.scheduler)
     print(report.summary())
     return EXIT_ATTENTION if report.failed else EXIT_OK
 
@@ -126,6 +126,9 @@ def parser() -> argparse.ArgumentParser:
                        help="submissions graded at a time (default: the number of cores)")
     grade.add_argument("--regrade", action="store_true",
                        help="run unchanged submissions again (default: reuse their grades)")
+    grade.add_argument("--scheduler", default=None,
+                       help="grade on the existing Dask cluster of this scheduler "
+                            "(tcp://host:port; default: a local cluster of --jobs workers)")
     grade.set_defaults(run=_autograde)
 
     check = commands.add_parser("check", parents=[common], help="grade one notebook")

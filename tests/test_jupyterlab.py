@@ -54,9 +54,9 @@ def served_notebook(tmp_path: Path) -> tuple[Path, str, str]:
     notebooks = sorted(labs.glob("*/*.ipynb")) if labs.is_dir() else []
     if notebooks:
         return labs, notebooks[0].parent.name, notebooks[0].name
-    from autograder.release import release
+    from autograder.commands.release import release
     from autograder.session import CourseLayout
-    from autograder.toy_lab import TOY_LAB, write_toy_lab
+    from tests.autograder.toy_lab import TOY_LAB, write_toy_lab
 
     write_toy_lab(tmp_path)
     layout = CourseLayout.from_config(root=tmp_path)
