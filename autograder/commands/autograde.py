@@ -31,6 +31,7 @@ lab01_direct_quantization: graded 2 of 3 students, mean score 9.00 / 15.00
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import time
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ from autograder.session import CourseLayout, GradingError, check_lab_name, load_
 DEFAULT_OUT = "out"  # inside the work folder
 LOG_NAME = "autograde.log"
 LOCK_NAME = "autograde.lock"
+TEMPLATE_SOURCE = "template-source.db"
 
 
 @contextlib.contextmanager
@@ -95,6 +97,17 @@ def _support(config: Config) -> Support:
     if sandbox_mode(config) == "require" and not support.available:
         raise GradingError(f"Sandbox.mode is 'require' but {support.reason}")
     return support
+
+
+def _template_source(layout: CourseLayout, lab: str, config: Config) -> Path | None:
+    """A SQLite gradebook with ``lab`` recorded, for the workers' template, when the class
+    gradebook is a database server's (None: the class gradebook file is one)."""
+    if not layout.database:
+        return None
+    path = layout.work_dir / TEMPLATE_SOURCE
+    path.unlink(missing_ok=True)
+    record_lab(dataclasses.replace(layout, database=f"sqlite:///{path}"), lab, config)
+    return path
 
 
 def _students(submissions: Path) -> list[Path]:
@@ -162,19 +175,24 @@ def autograde(
     jobs: int | None = None,
     regrade: bool = False,
     scheduler: str | None = None,
+    db_url: str | None = None,
 ) -> AutogradeReport:
     """Grade every student folder of ``submissions`` for ``lab``; write ``out``'s files.
 
     ``config`` replaces ``nbgrader_config.py``'s settings (its folders are ``layout``'s);
     ``jobs`` submissions are graded at a time (default: the number of cores); ``regrade``
     runs unchanged submissions again; ``scheduler`` (``tcp://host:port``) grades on that
-    existing Dask cluster instead of a local one of ``jobs`` workers.
+    existing Dask cluster instead of a local one of ``jobs`` workers; ``db_url`` (nbgrader's
+    ``db_url``, e.g. ``postgresql://grader@dbhost/course``) is the class gradebook instead of
+    ``<work>/gradebook.db``.
 
     Raises ValueError/TypeError for bad arguments, GradingError when the lab cannot be
     recorded, another run holds the gradebook, or the config requires a sandbox this machine
     cannot provide; a student's failure only marks that student as not graded.
     """
     layout = CourseLayout.from_config() if layout is None else layout
+    if db_url:
+        layout = dataclasses.replace(layout, database=db_url)
     check_lab_name(lab)
     layout.lab_notebooks(lab)
     submissions = _submissions_dir(submissions)
@@ -192,7 +210,8 @@ def autograde(
         if support.warning:
             log.write(support.warning + "\n")
         record_lab(layout, lab, config)
-        materials = prepare(layout, lab, config, limits, support)
+        materials = prepare(layout, lab, config, limits, support, _template_source(
+            layout, lab, config))
         ledger = Ledger.load(layout.work_dir, lab)
         book = ClassGradebook(layout=layout, lab=lab, out=out, config=config, log=log)
         pending = _take_in_class(submissions, materials=materials, ledger=ledger, book=book,
