@@ -1,5 +1,6 @@
 """How fast a class grades:
-``python -m benchmarks.throughput [N] [--jobs J] [--lab LAB] [--scheduler tcp://HOST:PORT]``.
+``python -m benchmarks.throughput [N] [--jobs J] [--lab LAB] [--scheduler tcp://HOST:PORT |
+--loopback W]``.
 
 Builds a throw-away course in a temporary folder with ``N`` copies of the lab's solution
 notebook as submissions (default: 30 copies of lab01), grades them with ``autograde`` —
@@ -80,7 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lab", default=DEFAULT_LAB)
     parser.add_argument("--scheduler", default=None,
                         help="grade on this existing Dask cluster (tcp://host:port)")
+    parser.add_argument("--loopback", type=int, default=0, metavar="W",
+                        help="start a dask scheduler and W dask workers on loopback and "
+                             "grade there (what other machines would run)")
     args = parser.parse_args(argv)
+    if args.loopback:
+        from benchmarks.loopback import LoopbackCluster
+
+        with tempfile.TemporaryDirectory(prefix="course-cluster-") as folder, \
+                LoopbackCluster(Path(folder), workers=args.loopback) as cluster:
+            print(f"on a loopback cluster of {args.loopback} dask worker(s), one thread each")
+            print(measure(args.copies, args.jobs, args.lab, cluster.address))
+        return 0
     print(measure(args.copies, args.jobs, args.lab, args.scheduler))
     return 0
 

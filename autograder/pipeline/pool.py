@@ -50,6 +50,8 @@ RETRIES = 2
 ALLOWED_FAILURES = 2
 """Worker deaths a task survives on the local cluster: the third death ends it."""
 CONNECT_TIMEOUT_S = 60
+IN_FLIGHT_PER_THREAD = 2
+"""Submissions handed to the cluster ahead of the results, per worker thread."""
 DASK_CONFIG = {
     "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
     # No memory-based pausing, spilling or killing (see ``Pool``).
@@ -358,11 +360,27 @@ def grade_in_pool(pending: Sequence[tuple], *, pool: Pool, timeout: float,
                 futures.pop(future)
                 handle(future, intake, key, job, first)
             return again
-        for intake, key, *first in pending:
-            job = job_for(intake, materials, layout, config)
-            futures[pool.submit(job, intake.notebooks, timeout, mode)] = (intake, key, job, first)
-        for future in as_completed(list(futures)):
+        # Submitted a few per worker thread ahead, not all at once: a class of thousands
+        # would otherwise hold every notebook in the scheduler's memory.
+        items = iter(pending)
+        running = as_completed()
+
+        def top_up() -> None:
+            window = IN_FLIGHT_PER_THREAD * max(1, sum(pool.client().nthreads().values()))
+            while len(futures) < window:
+                item = next(items, None)
+                if item is None:
+                    return
+                intake, key, *first = item
+                job = job_for(intake, materials, layout, config)
+                future = pool.submit(job, intake.notebooks, timeout, mode)
+                futures[future] = (intake, key, job, first)
+                running.add(future)
+
+        top_up()
+        for future in running:
             handle(future, *futures.pop(future))
+            top_up()
     except BaseException:
         for future in futures:
             with contextlib.suppress(Exception):
