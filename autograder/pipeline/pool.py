@@ -363,7 +363,7 @@ def grade_in_pool(pending: Sequence[tuple], *, pool: Pool, timeout: float,
         # Submitted a few per worker thread ahead, not all at once: a class of thousands
         # would otherwise hold every notebook in the scheduler's memory.
         items = iter(pending)
-        running = as_completed()
+        running = as_completed(loop=pool.client().loop)
 
         def top_up() -> None:
             window = IN_FLIGHT_PER_THREAD * max(1, sum(pool.client().nthreads().values()))
