@@ -79,9 +79,11 @@ def test_a_loopback_cluster_grades_the_class_as_a_local_run_does(local_grades, c
     report = grade(tmp_path / "course", scheduler=cluster.address)
     assert len(report.graded) == STUDENTS, report.summary()
     assert (tmp_path / "course" / "out" / "grades.csv").read_bytes() == local_grades
-    # The workers grade in their own folders and leave nothing there.
+    # The workers grade in their own folders (Dask's, inside --local-directory) and leave
+    # nothing there.
     for local in cluster.worker_dirs:
-        assert not any((local / "autograder-jobs" / LAB01).glob("student*")), local
+        assert list(local.glob(f"**/autograder-jobs/{LAB01}")), local
+        assert not list(local.glob(f"**/autograder-jobs/{LAB01}/student*")), local
 
 
 def test_a_worker_killed_while_grading_loses_no_student(local_grades, cluster, tmp_path):
@@ -96,10 +98,10 @@ def test_a_worker_killed_while_grading_loses_no_student(local_grades, cluster, t
 
     thread = threading.Thread(target=run)
     thread.start()
-    victim = cluster.worker_dirs[0] / "autograder-jobs" / LAB01
+    victim = cluster.worker_dirs[0]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and thread.is_alive():
-        if victim.is_dir() and any(victim.glob("student*/job.json")):
+        if any(victim.glob(f"**/autograder-jobs/{LAB01}/student*/job.json")):
             break
         time.sleep(0.1)
     assert thread.is_alive(), "the class was graded before a worker could be killed"
