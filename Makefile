@@ -16,6 +16,8 @@ SUBMISSIONS ?=
 OUT         ?= autograder/work/out
 JOBS        ?=
 REGRADE     ?=
+SCHEDULER   ?=
+DB_URL      ?=
 NB          ?=
 PORT        ?= 8888
 PYTEST_ARGS ?=
@@ -56,8 +58,8 @@ references: $(STAMP)
 	$(BIN)/python -m autograder references
 
 autograde: $(STAMP)
-	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>] [JOBS=<n>] [REGRADE=1]"; exit 2; }
-	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)" $(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade)
+	@test -n "$(LAB)" -a -n "$(SUBMISSIONS)" || { echo "usage: make autograde LAB=<lab> SUBMISSIONS=<dir> [OUT=<dir>] [JOBS=<n>] [REGRADE=1] [SCHEDULER=tcp://host:port] [DB_URL=postgresql://...]"; exit 2; }
+	$(BIN)/python -m autograder autograde --lab "$(LAB)" --submissions "$(SUBMISSIONS)" --out "$(OUT)" $(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade) $(if $(SCHEDULER),--scheduler "$(SCHEDULER)") $(if $(DB_URL),--db-url "$(DB_URL)")
 
 check: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make check NB=<path/to/notebook.ipynb>"; exit 2; }

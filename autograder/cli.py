@@ -3,6 +3,7 @@
     release [LAB ...]                                  make release
     references [--check]                               make references
     autograde --lab L --submissions DIR [--out OUT] [--jobs N] [--regrade]
+              [--scheduler tcp://HOST:PORT] [--db-url URL]
                                                        make autograde
     check NB [--lab L]                                 make check
     raw-results [--labs DIR] [--out FILE]              the labs' results*.json as one table
@@ -66,7 +67,8 @@ def _autograde(args: argparse.Namespace) -> int:
     from autograder.commands.autograde import autograde
 
     report = autograde(args.lab, args.submissions, args.out, _layout(args), jobs=args.jobs,
-                       regrade=args.regrade)
+                       regrade=args.regrade, scheduler=args.scheduler,
+                       db_url=args.db_url)
     print(report.summary())
     return EXIT_ATTENTION if report.failed else EXIT_OK
 
@@ -126,6 +128,12 @@ def parser() -> argparse.ArgumentParser:
                        help="submissions graded at a time (default: the number of cores)")
     grade.add_argument("--regrade", action="store_true",
                        help="run unchanged submissions again (default: reuse their grades)")
+    grade.add_argument("--scheduler", default=None,
+                       help="grade on the existing Dask cluster of this scheduler "
+                            "(tcp://host:port; default: a local cluster of --jobs workers)")
+    grade.add_argument("--db-url", default=None,
+                       help="the class gradebook's URL, nbgrader's db_url (e.g. "
+                            "postgresql://user@host/db; default: SQLite in the work folder)")
     grade.set_defaults(run=_autograde)
 
     check = commands.add_parser("check", parents=[common], help="grade one notebook")

@@ -70,13 +70,16 @@ class CourseLayout:
 
     ``root`` is an absolute folder; ``source``, ``release`` and ``work`` are paths relative
     to it (nbgrader's step folders must be). ``work`` holds ``gradebook.db`` and nbgrader's
-    ``submitted/``, ``autograded/`` and ``feedback/`` folders.
+    ``submitted/``, ``autograded/`` and ``feedback/`` folders. ``database``: the gradebook's
+    SQLAlchemy URL when it is not that SQLite file (nbgrader's ``db_url``, e.g.
+    ``postgresql://grader@dbhost/course``).
     """
 
     root: Path
     source: str = "solutions"
     release: str = "labs"
     work: str = "autograder/work"
+    database: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.root, (str, Path)):
@@ -88,6 +91,10 @@ class CourseLayout:
                 raise TypeError(f"{name} must be a non-empty str, got {value!r}")
             if Path(value).is_absolute() or ".." in Path(value).parts:
                 raise ValueError(f"{name} must be relative to root and stay inside it: {value!r}")
+        if not isinstance(self.database, str) or (
+                self.database and not re.match(r"^[a-z][a-z0-9+]*://", self.database)):
+            raise ValueError("database must be a SQLAlchemy URL such as "
+                             f"postgresql://user@host/db, got {self.database!r}")
 
     @classmethod
     def from_config(cls, config: Config | None = None, root: Path | str | None = None):
@@ -117,7 +124,8 @@ class CourseLayout:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.work_dir / 'gradebook.db'}"
+        """The gradebook's URL: ``database``, else ``sqlite:///<work>/gradebook.db``."""
+        return self.database or f"sqlite:///{self.work_dir / 'gradebook.db'}"
 
     def step_dir(self, step: str) -> Path:
         """One of nbgrader's folders in the work folder (``submitted``, ``autograded`` ...)."""

@@ -8,10 +8,12 @@ outside the ``<lab>/`` folder, is found too). A class run:
    references, a template gradebook);
 2. takes in each submission (``autograder.pipeline.intake``): only its notebooks, repaired
    where they can be, or a reason why not — that student is reported NOT GRADED, the others go on;
-3. grades up to ``jobs`` submissions at a time, each in its own worker process and scratch
-   course, the notebook's kernel in the sandbox (``autograder.pipeline.pool`` keeps the
-   workers, ``autograder.pipeline.worker`` grades one submission);
-4. records each graded submission in the class gradebook, one at a time, through nbgrader's
+3. grades the submissions on a Dask cluster (``autograder.pipeline.pool``): a local one of
+   ``jobs`` single-threaded workers, or an existing one (``scheduler``); each task grades one
+   submission in a scratch course, the notebook's kernel in the sandbox
+   (``autograder.pipeline.task``, ``autograder.pipeline.worker``), and returns its results
+   as data;
+4. records each graded submission in the class gradebook, one at a time, here, through nbgrader's
    own ``Autograde`` (``autograder.gradebook.grades``), writes its feedback, and notes it
    in the ledger (``autograder.pipeline.ledger``): re-running skips what is unchanged and
    resumes a run that was stopped; manual grades are kept;
@@ -29,6 +31,7 @@ lab01_direct_quantization: graded 2 of 3 students, mean score 9.00 / 15.00
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import time
 from collections.abc import Iterator
@@ -45,7 +48,7 @@ from autograder.gradebook.grades import (
 from autograder.pipeline.intake import STUDENT_ID, Intake, take_in
 from autograder.pipeline.ledger import Ledger, submission_key
 from autograder.pipeline.materials import Materials, prepare
-from autograder.pipeline.pool import default_jobs, grade_in_pool, worker_timeout
+from autograder.pipeline.pool import Pool, default_jobs, grade_in_pool, worker_timeout
 from autograder.pipeline.worker import Job
 from autograder.sandbox.bwrap import Limits, Support, probe_support, sandbox_mode
 from autograder.session import CourseLayout, GradingError, check_lab_name, load_config
@@ -53,6 +56,7 @@ from autograder.session import CourseLayout, GradingError, check_lab_name, load_
 DEFAULT_OUT = "out"  # inside the work folder
 LOG_NAME = "autograde.log"
 LOCK_NAME = "autograde.lock"
+TEMPLATE_SOURCE = "template-source.db"
 
 
 @contextlib.contextmanager
@@ -95,6 +99,17 @@ def _support(config: Config) -> Support:
     return support
 
 
+def _template_source(layout: CourseLayout, lab: str, config: Config) -> Path | None:
+    """A SQLite gradebook with ``lab`` recorded, for the workers' template, when the class
+    gradebook is a database server's (None: the class gradebook file is one)."""
+    if not layout.database:
+        return None
+    path = layout.work_dir / TEMPLATE_SOURCE
+    path.unlink(missing_ok=True)
+    record_lab(dataclasses.replace(layout, database=f"sqlite:///{path}"), lab, config)
+    return path
+
+
 def _students(submissions: Path) -> list[Path]:
     return sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -127,11 +142,11 @@ def _take_in_class(submissions: Path, *, materials: Materials, ledger: Ledger,
     return pending
 
 
-def _grade_class(pending: list[tuple[Intake, str]], *, jobs: int, limits: Limits,
+def _grade_class(pending: list[tuple[Intake, str]], *, pool: Pool, limits: Limits,
                  materials: Materials, layout: CourseLayout, book: ClassGradebook,
                  ledger: Ledger, results: dict[str, StudentResult]) -> None:
-    """Grade ``pending`` ``jobs`` at a time, then those to grade again alone; each result is
-    recorded in ``book``, ``ledger`` and ``results`` as it comes."""
+    """Grade ``pending`` on ``pool``'s workers, then those to grade again alone; each result
+    is recorded in ``book``, ``ledger`` and ``results`` as it comes."""
     timeout = worker_timeout(limits.notebook_wall_s, len(materials.released.notebooks))
 
     def keep(intake: Intake, key: str, job: Job, result: dict, note: str = "") -> None:
@@ -142,13 +157,13 @@ def _grade_class(pending: list[tuple[Intake, str]], *, jobs: int, limits: Limits
         else:
             ledger.forget(intake.student_id)
 
-    pool = {"timeout": timeout, "materials": materials, "layout": layout,
-            "config": book.config, "keep": keep}
-    again = grade_in_pool(pending, jobs=jobs, **pool)
+    common = {"pool": pool, "timeout": timeout, "materials": materials, "layout": layout,
+              "config": book.config, "keep": keep}
+    again = grade_in_pool(pending, **common)
     # Stopped by a wall-clock backstop while under the CPU budget, or not graded at all: the
     # machine, not the student, may be the cause. Graded once more, alone, and scored from
     # that run.
-    grade_in_pool(again, jobs=1, alone=True, **pool)
+    grade_in_pool(again, alone=True, **common)
 
 
 def autograde(
@@ -159,22 +174,31 @@ def autograde(
     config: Config | None = None,
     jobs: int | None = None,
     regrade: bool = False,
+    scheduler: str | None = None,
+    db_url: str | None = None,
 ) -> AutogradeReport:
     """Grade every student folder of ``submissions`` for ``lab``; write ``out``'s files.
 
     ``config`` replaces ``nbgrader_config.py``'s settings (its folders are ``layout``'s);
     ``jobs`` submissions are graded at a time (default: the number of cores); ``regrade``
-    runs unchanged submissions again.
+    runs unchanged submissions again; ``scheduler`` (``tcp://host:port``) grades on that
+    existing Dask cluster instead of a local one of ``jobs`` workers; ``db_url`` (nbgrader's
+    ``db_url``, e.g. ``postgresql://grader@dbhost/course``) is the class gradebook instead of
+    ``<work>/gradebook.db``.
 
     Raises ValueError/TypeError for bad arguments, GradingError when the lab cannot be
     recorded, another run holds the gradebook, or the config requires a sandbox this machine
     cannot provide; a student's failure only marks that student as not graded.
     """
     layout = CourseLayout.from_config() if layout is None else layout
+    if db_url:
+        layout = dataclasses.replace(layout, database=db_url)
     check_lab_name(lab)
     layout.lab_notebooks(lab)
     submissions = _submissions_dir(submissions)
     jobs = _jobs(jobs)
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise ValueError(f"scheduler must be an address like tcp://host:8786, got {scheduler!r}")
     config = load_config() if config is None else config
     limits = Limits.from_config(config)
     support = _support(config)
@@ -186,15 +210,17 @@ def autograde(
         if support.warning:
             log.write(support.warning + "\n")
         record_lab(layout, lab, config)
-        materials = prepare(layout, lab, config, limits, support)
+        materials = prepare(layout, lab, config, limits, support, _template_source(
+            layout, lab, config))
         ledger = Ledger.load(layout.work_dir, lab)
         book = ClassGradebook(layout=layout, lab=lab, out=out, config=config, log=log)
         pending = _take_in_class(submissions, materials=materials, ledger=ledger, book=book,
                                  regrade=regrade, results=results)
         unchanged = [s for s, r in results.items() if r.graded and not r.executed]
         try:
-            _grade_class(pending, jobs=jobs, limits=limits, materials=materials,
-                         layout=layout, book=book, ledger=ledger, results=results)
+            with Pool(jobs, scheduler) as pool:
+                _grade_class(pending, pool=pool, limits=limits, materials=materials,
+                             layout=layout, book=book, ledger=ledger, results=results)
             for student in unchanged:
                 results[student] = book.refresh(results[student])
         finally:

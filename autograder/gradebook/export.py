@@ -118,10 +118,16 @@ def write_scores_csv(rows: Sequence[CellScore], path: Path) -> Path:
 
 
 def write_grades_csv(gradebook: Gradebook, lab: str, path: Path) -> Path:
-    """nbgrader's CSV export of ``lab`` (columns ``GRADES_COLUMNS``) to ``path``."""
+    """nbgrader's CSV export of ``lab`` (columns ``GRADES_COLUMNS``) to ``path``, its rows
+    sorted by student id: nbgrader writes them in the gradebook's order, the order students
+    were first recorded in, which a parallel run's completion order decides."""
     check_lab_name(lab)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plugin = CsvExportPlugin(to=str(path), assignment=[lab], log=logging.getLogger(LOGGER_NAME))
     plugin.export(gradebook)
+    header, *rows = path.read_text().splitlines(keepends=True)
+    column = next(csv.reader([header])).index("student_id")
+    rows.sort(key=lambda line: next(csv.reader([line]))[column])
+    path.write_text(header + "".join(rows))
     return path

@@ -210,7 +210,8 @@ def record_lab(layout: CourseLayout, lab: str, config: Config | None = None) -> 
     added or removed after submissions were graded).
     """
     grader_layout = CourseLayout(root=layout.root, source=layout.source,
-                                 release=f"{layout.work}/{GRADER_RELEASE}", work=layout.work)
+                                 release=f"{layout.work}/{GRADER_RELEASE}", work=layout.work,
+                                 database=layout.database)
     run = run_converter(GenerateAssignment, grader_layout, lab, config=config, force=True)
     if not run.success:
         raise GradingError(f"could not record {lab} in the gradebook: {run.reason()}\n{run.log}")

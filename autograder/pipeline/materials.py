@@ -111,12 +111,15 @@ def _other_labs(layout: CourseLayout, lab: str) -> dict[str, frozenset[str]]:
 
 
 def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
-            support: Support) -> Materials:
+            support: Support, gradebook_file: Path | None = None) -> Materials:
     """Build the materials of ``lab`` under ``layout``'s work folder (replacing old ones).
 
     Expects the lab recorded in the class gradebook already
     (``autograder.gradebook.grades.record_lab``: its released copy is read from
-    ``<work>/release/<lab>/``); GradingError if it is not.
+    ``<work>/release/<lab>/``); GradingError if it is not. The template gradebook is a copy
+    of ``gradebook_file``, a SQLite gradebook with the lab recorded (default: the class
+    gradebook, ``<work>/gradebook.db``; one made for the purpose when the class gradebook is
+    a database server's).
     """
     folder = layout.work_dir / GRADING_DIR / lab
     if folder.exists():
@@ -139,7 +142,8 @@ def prepare(layout: CourseLayout, lab: str, config: Config, limits: Limits,
         path.chmod(0o755 if path.is_dir() else 0o644)
 
     template_db = folder / "template.db"
-    shutil.copyfile(layout.work_dir / "gradebook.db", template_db)
+    shutil.copyfile(layout.work_dir / "gradebook.db" if gradebook_file is None
+                    else gradebook_file, template_db)
     released_dir = layout.work_dir / GRADER_RELEASE / lab
     notebooks = {p.stem: p for p in sorted(released_dir.glob("*.ipynb"))}
     if not notebooks:
