@@ -78,7 +78,7 @@ def postgres():
 
 def toy_class(root: Path) -> CourseLayout:
     from autograder.commands.release import release
-    from tests.test_autograde import break_function, submit
+    from tests.autograder.classroom import break_function, submit
 
     source = write_toy_lab(root)
     layout = CourseLayout.from_config(root=root)
