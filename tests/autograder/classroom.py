@@ -99,3 +99,36 @@ class ClassRun:
     submissions: Path
     out: Path
     process: subprocess.CompletedProcess | None = None
+
+
+def autograded_test_cells(source: Path) -> dict[str, str]:
+    """grade_id -> source of notebook ``source``'s autograded test cells (graded code cells
+    that are not solutions)."""
+    cells = {}
+    for cell in nbformat.read(str(source), as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
+            cells[meta["grade_id"]] = cell.source
+    return cells
+
+
+def grade_lab_class(root: Path, lab: str, source: Path,
+                    broken: dict[str, tuple[str, str]]) -> CourseLayout:
+    """Release ``lab`` (``source``'s folder copied to ``root``) and grade a class: SOLVED submits
+    ``source``, BLANK the released notebook, and each student of ``broken`` the solution with
+    ``function``'s solution region replaced by ``replacement`` (``{student: (function,
+    replacement)}``). Asserts every submission was graded; returns the course layout."""
+    from autograder.commands.autograde import autograde
+    from autograder.commands.release import release
+
+    shutil.copytree(source.parent, root / "solutions" / lab)
+    layout = CourseLayout.from_config(root=root)
+    released = release([lab], layout)[lab]
+    subs = root / "submissions"
+    submit(subs, SOLVED, lab, source)
+    submit(subs, BLANK, lab, next(p for p in released if p.suffix == ".ipynb"))
+    for student, (function, replacement) in broken.items():
+        break_function(source, function, replacement, subs / student / lab / source.name)
+    report = autograde(lab, subs, root / "out", layout)
+    assert not report.failed, report.summary()
+    return layout

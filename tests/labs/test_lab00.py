@@ -6,15 +6,16 @@ calls the library's own implementation is refused (withheld)."""
 
 from __future__ import annotations
 
-import shutil
-
-import nbformat
 import pytest
 from conftest import notebook_errors
-from tests.autograder.classroom import break_function, gradebook_grades, submit
 
 from autograder.cases import lab00_why_quantize as lab00
-from autograder.session import REPO_ROOT, CourseLayout
+from autograder.session import REPO_ROOT
+from tests.autograder.classroom import (
+    autograded_test_cells,
+    grade_lab_class,
+    gradebook_grades,
+)
 
 LAB = "lab00_why_quantize"
 SOURCE = REPO_ROOT / "solutions" / LAB / f"{LAB}.ipynb"
@@ -62,33 +63,15 @@ def test_energy_and_latency_are_measured(executed):
 # ----------------------------------------------------------------------------- grading
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder.commands.autograde import autograde
-    from autograder.commands.release import release
-
-    root = tmp_path_factory.mktemp("lab00_course")
-    shutil.copytree(SOURCE.parent, root / "solutions" / LAB)
-    layout = CourseLayout.from_config(root=root)
-    released = release([LAB], layout)[LAB]
-    subs = root / "submissions"
-    submit(subs, SOLVED, LAB, SOURCE)
-    submit(subs, BLANK, LAB, next(p for p in released if p.suffix == ".ipynb"))
-    break_function(SOURCE, "storage_bytes",
-                   "return sum(t.numel() * t.element_size() for t in model.state_dict().values())",
-                   subs / WRONG / LAB / SOURCE.name)
-    break_function(SOURCE, "count_macs", "return cost.count_macs(model, input_shape)",
-                   subs / LIBCALL / LAB / SOURCE.name)
-    report = autograde(LAB, subs, root / "out", layout)
-    assert not report.failed, report.summary()
-    return layout
+    return grade_lab_class(tmp_path_factory.mktemp("lab00_course"), LAB, SOURCE, {
+        WRONG: ("storage_bytes",
+                "return sum(t.numel() * t.element_size() for t in model.state_dict().values())"),
+        LIBCALL: ("count_macs", "return cost.count_macs(model, input_shape)"),
+    })
 
 
 def _test_cells() -> dict[str, str]:
-    cells = {}
-    for cell in nbformat.read(str(SOURCE), as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
-            cells[meta["grade_id"]] = cell.source
-    return cells
+    return autograded_test_cells(SOURCE)
 
 
 @pytest.mark.slow

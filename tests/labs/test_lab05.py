@@ -8,17 +8,22 @@ loses exactly its exercise's points. Speed is measured by the notebook, never as
 from __future__ import annotations
 
 import math
-import shutil
 
-import nbformat
 import pytest
 from conftest import notebook_errors
-from tests.autograder.classroom import BLANK, SOLVED, WRONG, break_function, gradebook_grades, submit
 
-from autograder.session import REPO_ROOT, CourseLayout
+from autograder.session import REPO_ROOT
 from course.claims import claim_rows
 from course.measure import model_size_bytes
 from course.models import build_model
+from tests.autograder.classroom import (
+    BLANK,
+    SOLVED,
+    WRONG,
+    autograded_test_cells,
+    grade_lab_class,
+    gradebook_grades,
+)
 
 LAB = "lab05_incremental_network_quantization"
 SOURCE = REPO_ROOT / "solutions" / LAB / f"{LAB}.ipynb"
@@ -125,9 +130,7 @@ def test_claims_of_lab05_read_a_results_file():
 # ----------------------------------------------------------------------------- the grader
 def test_cells() -> dict[str, str]:
     """grade_id -> source of the lab's autograded test cells."""
-    notebook = nbformat.read(str(SOURCE), as_version=4)
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in notebook.cells
-            if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"}
+    return autograded_test_cells(SOURCE)
 
 
 test_cells.__test__ = False  # a helper, not a test
@@ -135,20 +138,9 @@ test_cells.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder.commands.autograde import autograde
-    from autograder.commands.release import release
-
-    root = tmp_path_factory.mktemp("lab05_course")
-    shutil.copytree(SOURCE.parent, root / "solutions" / LAB)
-    layout = CourseLayout.from_config(root=root)
-    released = release([LAB], layout)[LAB]
-    subs = root / "submissions"
-    submit(subs, SOLVED, LAB, SOURCE)
-    submit(subs, BLANK, LAB, next(p for p in released if p.suffix == ".ipynb"))
-    break_function(SOURCE, BROKEN, "return torch.zeros(x.shape[0], codes.shape[0], "
-                   "dtype=torch.int64)", subs / WRONG / LAB / SOURCE.name)
-    report = autograde(LAB, subs, root / "out", layout)
-    assert not report.failed, report.summary()
+    layout = grade_lab_class(tmp_path_factory.mktemp("lab05_course"), LAB, SOURCE, {
+        WRONG: (BROKEN, "return torch.zeros(x.shape[0], codes.shape[0], dtype=torch.int64)"),
+    })
     return gradebook_grades(layout, LAB)
 
 

@@ -7,14 +7,15 @@ is refused."""
 
 from __future__ import annotations
 
-import shutil
-
-import nbformat
 import pytest
 from conftest import notebook_errors
-from tests.autograder.classroom import break_function, gradebook_grades, submit
 
-from autograder.session import REPO_ROOT, CourseLayout
+from autograder.session import REPO_ROOT
+from tests.autograder.classroom import (
+    autograded_test_cells,
+    grade_lab_class,
+    gradebook_grades,
+)
 
 LAB = "lab06_dangers_of_quantization"
 SOURCE = REPO_ROOT / "solutions" / LAB / f"{LAB}.ipynb"
@@ -80,33 +81,16 @@ def test_sharpness_table_is_complete(executed):
 # ----------------------------------------------------------------------------- grading
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from autograder.commands.autograde import autograde
-    from autograder.commands.release import release
-
-    root = tmp_path_factory.mktemp("lab06_course")
-    shutil.copytree(SOURCE.parent, root / "solutions" / LAB)
-    layout = CourseLayout.from_config(root=root)
-    released = release([LAB], layout)[LAB]
-    subs = root / "submissions"
-    submit(subs, SOLVED, LAB, SOURCE)
-    submit(subs, BLANK, LAB, next(p for p in released if p.suffix == ".ipynb"))
-    break_function(SOURCE, BROKEN_LEAF, "return 1.0", subs / LEAF / LAB / SOURCE.name)
-    break_function(SOURCE, BROKEN, "return copy.deepcopy(model)", subs / WRONG / LAB / SOURCE.name)
-    break_function(SOURCE, "quantization_direction",
-                   "return landscape.quantization_direction(model, num_bits)",
-                   subs / LIBCALL / LAB / SOURCE.name)
-    report = autograde(LAB, subs, root / "out", layout)
-    assert not report.failed, report.summary()
-    return layout
+    return grade_lab_class(tmp_path_factory.mktemp("lab06_course"), LAB, SOURCE, {
+        LEAF: (BROKEN_LEAF, "return 1.0"),
+        WRONG: (BROKEN, "return copy.deepcopy(model)"),
+        LIBCALL: ("quantization_direction",
+                  "return landscape.quantization_direction(model, num_bits)"),
+    })
 
 
 def _test_cells() -> dict[str, str]:
-    cells = {}
-    for cell in nbformat.read(str(SOURCE), as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
-            cells[meta["grade_id"]] = cell.source
-    return cells
+    return autograded_test_cells(SOURCE)
 
 
 def _lost(grades, student) -> set[str]:
